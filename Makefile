@@ -1,0 +1,48 @@
+# The two commands of the README. Each sets up what it needs: a virtual environment in .venv with
+# PyTorch (CPU build pinned first, so pip does not pull a multi-GB CUDA build) and spikebench.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+OUT    ?= runs/main
+
+.PHONY: run test setup setup-dev data lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+setup-dev: $(VENV)/.installed-dev
+
+# Fashion-MNIST: already on disk, else Debian's package (when root with apt), else the official files.
+data: setup
+	@$(BIN)/spikebench data --no-download >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; } || true; \
+	  fi; }
+	@$(BIN)/spikebench data
+
+run: data
+	$(BIN)/spikebench train --set train.epochs=1 --set data.limit_train=10000 --out $(OUT) --force
+	@echo "result: $(OUT)/summary.json"
+
+test: setup-dev
+	$(BIN)/python -m pytest -q
+
+lint: setup-dev
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,69 @@
+"""Builds the objects a config names (network, rule, encoding, device) and validates the names."""
+
+from __future__ import annotations
+
+import torch
+
+from spikebench.config import Config, ConfigError, ModelConfig
+from spikebench.data import DATASETS, ENCODERS, Encoding
+from spikebench.dynamics import SURROGATES, LIFParams, make_surrogate
+from spikebench.nn import Network
+from spikebench.registry import UnknownNameError
+from spikebench.rules import RULES, LearningRule
+
+
+def validate(cfg: Config) -> None:
+    """Every registered name exists and the rule accepts its options and the architecture."""
+    try:
+        DATASETS.get(cfg.data.name)
+        ENCODERS.get(cfg.data.encoder)
+        SURROGATES.get(cfg.model.surrogate)
+        rule = RULES.get(cfg.rule.name)
+    except UnknownNameError as exc:
+        raise ConfigError(str(exc)) from exc
+    rule.check_config(cfg.rule)
+    if cfg.model.arch not in rule.archs:
+        raise ConfigError(
+            f"rule {rule.name!r} does not support model.arch={cfg.model.arch!r} "
+            f"(supports: {', '.join(rule.archs)})"
+        )
+
+
+def lif_params(model: ModelConfig) -> LIFParams:
+    return LIFParams(
+        alpha=model.alpha,
+        theta=model.theta,
+        reset=model.reset,
+        detach_reset=model.detach_reset,
+        surrogate=make_surrogate(model.surrogate, model.surrogate_scale),
+    )
+
+
+def build_network(model: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> Network:
+    n_in = 1
+    for d in input_shape:
+        n_in *= d
+    return Network(
+        n_in,
+        model.hidden,
+        n_classes,
+        recurrent=model.recurrent,
+        params=lif_params(model),
+        kappa=model.kappa,
+    )
+
+
+def build_rule(cfg: Config, net: Network, gen: torch.Generator) -> LearningRule:
+    return RULES.get(cfg.rule.name)(cfg.rule, net, gen)
+
+
+def build_encoding(cfg: Config, gen: torch.Generator | None) -> Encoding:
+    return Encoding(ENCODERS.get(cfg.data.encoder)(), cfg.data.timesteps, gen)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is available")
+    return torch.device(name)

@@ -1,0 +1,298 @@
+"""Configuration as data: frozen dataclasses, loaded from YAML plus ``--set key=value`` overrides.
+
+Every value is type-checked and range-checked when the dataclass is built; names of registered
+components (rules, datasets, encoders, surrogates) are checked by :func:`validate`. Unknown keys are
+errors with a "did you mean". A run saves its resolved config verbatim (:func:`to_yaml`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from spikebench.registry import SpikebenchError
+
+
+class ConfigError(SpikebenchError):
+    """Invalid configuration: unknown key, wrong type, value out of range, malformed YAML."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the network sees. ``timesteps`` is T; ``encoder`` turns analogue input into T steps."""
+
+    name: str = "fashion-mnist"
+    root: str | None = None
+    limit_train: int | None = None
+    limit_test: int | None = None
+    timesteps: int = 25
+    encoder: str = "direct"
+
+    def __post_init__(self) -> None:
+        _check(self.timesteps > 0, f"data.timesteps must be positive, got {self.timesteps}")
+        for key in ("limit_train", "limit_test"):
+            value = getattr(self, key)
+            _check(value is None or value > 0, f"data.{key} must be positive or null, got {value}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The spiking network: LIF hidden layers (optionally with explicit recurrent weights) + readout."""
+
+    arch: Literal["mlp"] = "mlp"
+    hidden: tuple[int, ...] = (256, 256)
+    recurrent: bool = False
+    alpha: float = 0.9
+    theta: float = 1.0
+    reset: Literal["soft", "zero"] = "soft"
+    detach_reset: bool = True
+    surrogate: str = "fast_sigmoid"
+    surrogate_scale: float = 5.0
+    kappa: float = 0.9
+
+    def __post_init__(self) -> None:
+        _check(len(self.hidden) > 0, "model.hidden must list at least one layer size")
+        _check(all(h > 0 for h in self.hidden), f"model.hidden sizes must be positive: {self.hidden}")
+        _check(0.0 <= self.alpha <= 1.0, f"model.alpha must be in [0, 1], got {self.alpha}")
+        _check(0.0 <= self.kappa <= 1.0, f"model.kappa must be in [0, 1], got {self.kappa}")
+        _check(self.theta > 0, f"model.theta must be positive, got {self.theta}")
+        _check(self.surrogate_scale > 0, "model.surrogate_scale must be positive")
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """The learning rule and its options (each rule documents which options it reads).
+
+    ``k``: window length of ``tbptt``. ``update``: when a rule applies its update (``tbptt``:
+    window|sequence, ``ottt``: step|sequence, ...; null = the rule's default). ``feedback``:
+    symmetric|random feedback for ``fa`` and ``eprop`` (null = the rule's default).
+    """
+
+    name: str = "bptt"
+    k: int = 5
+    update: str | None = None
+    feedback: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.k > 0, f"rule.k must be positive, got {self.k}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop: optimiser, schedule, batch size, epochs, seed and device."""
+
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 2e-3
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "cosine"] = "cosine"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        _check(self.epochs > 0, f"train.epochs must be positive, got {self.epochs}")
+        _check(self.batch_size > 0, f"train.batch_size must be positive, got {self.batch_size}")
+        _check(self.eval_batch_size > 0, "train.eval_batch_size must be positive")
+        _check(self.lr > 0, f"train.lr must be positive, got {self.lr}")
+        _check(self.weight_decay >= 0, "train.weight_decay must be >= 0")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment: data, model, rule and training loop."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rule: RuleConfig = field(default_factory=RuleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# building dataclasses from plain data, with type checks
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (lists -> tuples)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        _check(isinstance(value, dict), f"{key} must be a mapping, got {value!r}")
+        return _build(tp, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key} must not be null")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}{hint}")
+        return value
+    if origin is tuple:
+        _check(isinstance(value, list | tuple), f"{key} must be a list, got {value!r}")
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        _check(isinstance(value, bool), f"{key} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        _check(
+            isinstance(value, int) and not isinstance(value, bool),
+            f"{key} must be an integer, got {value!r}",
+        )
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "5e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        _check(
+            isinstance(value, int | float) and not isinstance(value, bool),
+            f"{key} must be a number, got {value!r}",
+        )
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str), f"{key} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {_type_name(tp)} for {key}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}; valid: {', '.join(names)}")
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid {prefix.rstrip('.') or 'config'}: {exc}") from exc
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config as nested plain data (tuples become lists), suitable for YAML and JSON."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Build and type-check a :class:`Config` from nested plain data."""
+    _check(isinstance(data, dict), "a config must be a mapping at the top level")
+    return _build(Config, data)
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        _check(isinstance(child, dict), f"--set {dotted}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"a.b=value"`` -> ``("a.b", value)``, the value parsed as YAML (``true``, ``3``, ``[1, 2]``)."""
+    _check("=" in text, f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    _check(bool(key) and "." in key, f"--set key must look like section.key, got {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from exc
+    return key, value
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with one-line errors for missing, unreadable or malformed files."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {p}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {p} is not UTF-8 text") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"malformed YAML in {p}{where}") from exc
+    if data is None:
+        return {}
+    _check(isinstance(data, dict), f"config {p} must be a mapping at the top level")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults <- YAML file (optional) <- ``--set`` overrides; fully validated."""
+    data = load_yaml(path) if path is not None else {}
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_path(data, key, value)
+    cfg = from_dict(data)
+    validate(cfg)
+    return cfg
+
+
+def replace(cfg: Config, **sections: dict[str, Any]) -> Config:
+    """A copy of ``cfg`` with some keys of some sections changed, e.g. ``replace(c, rule={"k": 3})``."""
+    data = to_dict(cfg)
+    for section, values in sections.items():
+        data[section].update(values)
+    new = from_dict(data)
+    validate(new)
+    return new
+
+
+def validate(cfg: Config) -> None:
+    """Check names against the registries and cross-field constraints (raises :class:`ConfigError`)."""
+    from spikebench import components  # registers everything; imported late to avoid cycles
+
+    components.validate(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,99 @@
+"""The learning-rule interface.
+
+A rule fills ``p.grad`` for every trainable parameter and calls ``apply()`` whenever it wants the
+optimiser to take a step (once per sequence for offline rules, per window or per time step for
+online ones). It never builds an optimiser of its own and never re-implements the neuron: it runs the
+network's layers, which call :mod:`spikebench.dynamics`. Every rule declares its locality.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from spikebench.config import ConfigError, RuleConfig
+from spikebench.data.encoders import Encoding
+from spikebench.nn.network import Network
+from spikebench.registry import Registry
+
+RULES: Registry[type[LearningRule]] = Registry("rule")
+
+
+@dataclass(frozen=True)
+class Locality:
+    """Where a rule sits on the locality spectrum (DESIGN §4).
+
+    ``rank`` orders rules from least local (0, exact BPTT) to most local, for tables and plots.
+    """
+
+    spatial: str
+    temporal: str
+    weight_transport: str
+    memory: str
+    rank: int
+
+
+@dataclass
+class BatchResult:
+    """What a rule reports for one batch: its own loss and the time-averaged readout [B, C]."""
+
+    loss: float
+    logits: Tensor
+
+
+Apply = Callable[[], None]
+
+
+class LearningRule(ABC):
+    """Base class of every rule; subclasses register with ``@RULES.register(name)``."""
+
+    name: ClassVar[str]
+    locality: ClassVar[Locality]
+    online: ClassVar[bool] = False
+    archs: ClassVar[tuple[str, ...]] = ("mlp",)
+
+    def __init__(self, cfg: RuleConfig, net: Network, gen: torch.Generator) -> None:
+        self.cfg = cfg
+
+    @classmethod
+    def check_config(cls, cfg: RuleConfig) -> None:
+        """Raise :class:`ConfigError` for options this rule cannot take (default: no ``update``/
+        ``feedback`` options at all)."""
+        if cfg.update is not None:
+            raise ConfigError(f"rule {cls.name!r} takes no rule.update option")
+        if cfg.feedback is not None:
+            raise ConfigError(f"rule {cls.name!r} takes no rule.feedback option")
+
+    @abstractmethod
+    def train_batch(
+        self, net: Network, x: Tensor, labels: Tensor, enc: Encoding, apply: Apply
+    ) -> BatchResult:
+        """Fill ``.grad`` from one batch (``x`` [B, ...] analogue input, ``labels`` [B]) and call
+        ``apply()`` after each update."""
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Rule state to checkpoint (e.g. fixed random feedback matrices)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if state:
+            raise ValueError(f"rule {self.name!r} has no state to load")
+
+
+def sequence_loss(readout: Tensor, labels: Tensor) -> Tensor:
+    """Loss of rules that see the whole sequence: cross-entropy of the time-averaged readout."""
+    return F.cross_entropy(readout.mean(0), labels)
+
+
+def choose(cfg_value: str | None, options: tuple[str, ...], default: str, key: str, rule: str) -> str:
+    """Resolve an option (null = default) and check it is one of ``options``."""
+    value = default if cfg_value is None else cfg_value
+    if value not in options:
+        raise ConfigError(f"rule {rule!r}: {key} must be one of {', '.join(options)}, got {value!r}")
+    return value

@@ -1,0 +1,169 @@
+"""The training loop: the only one. Every rule runs through :func:`fit`."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from spikebench.config import TrainConfig
+from spikebench.data import Encoding, Split
+from spikebench.nn import Network
+from spikebench.registry import SpikebenchError
+from spikebench.rules import LearningRule
+from spikebench.train.memory import PeakMemory
+
+
+class TrainingDiverged(SpikebenchError):
+    """The loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        super().__init__(f"training diverged: non-finite loss at epoch {epoch}, batch {batch}")
+        self.epoch, self.batch = epoch, batch
+
+
+@dataclass
+class EpochRecord:
+    """One line of ``metrics.jsonl``."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    test_accuracy: float
+    seconds: float
+    samples_per_second: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Hooks(Protocol):
+    """What the loop tells its caller (the CLI draws progress bars with it; the library never prints)."""
+
+    def epoch_start(self, epoch: int, n_batches: int) -> None: ...
+
+    def batch_end(self, loss: float, accuracy: float, samples_per_second: float) -> None: ...
+
+    def epoch_end(self, record: EpochRecord) -> None: ...
+
+
+class NoHooks:
+    def epoch_start(self, epoch: int, n_batches: int) -> None:
+        pass
+
+    def batch_end(self, loss: float, accuracy: float, samples_per_second: float) -> None:
+        pass
+
+    def epoch_end(self, record: EpochRecord) -> None:
+        pass
+
+
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: TrainConfig, total_batches: int) -> Callable[[int], float]:
+    """Multiplier of the learning rate after a number of batches (cosine decays to 0 at the end)."""
+    if cfg.schedule == "constant":
+        return lambda i: 1.0
+    return lambda i: 0.5 * (1.0 + math.cos(math.pi * min(i, total_batches) / total_batches))
+
+
+@torch.no_grad()
+def predict(net: Network, x: Tensor, enc: Encoding, batch_size: int) -> Tensor:
+    """Time-averaged readout [N, C] for inputs ``x`` [N, ...] (fresh state per batch)."""
+    device = next(net.parameters()).device
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        xb = x[i : i + batch_size].to(device, non_blocking=True)
+        out.append(net(enc.sequence(xb)).logits)
+    return torch.cat(out)
+
+
+def evaluate(net: Network, split: Split, enc: Encoding, batch_size: int) -> float:
+    """Accuracy of the decision rule shared by all rules: argmax of the time-averaged readout."""
+    if len(split) == 0:
+        return float("nan")
+    logits = predict(net, split.x, enc, batch_size)
+    return (logits.argmax(1).cpu() == split.y).double().mean().item()
+
+
+def fit(
+    cfg: TrainConfig,
+    net: Network,
+    rule: LearningRule,
+    train: Split,
+    test: Split,
+    enc: Encoding,
+    eval_enc: Encoding,
+    shuffle: torch.Generator,
+    hooks: Hooks | None = None,
+    start_epoch: int = 0,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    memory: PeakMemory | None = None,
+) -> list[EpochRecord]:
+    """Train ``net`` with ``rule`` for ``cfg.epochs`` epochs; evaluate on ``test`` after each.
+
+    The rule fills ``.grad``; the optimiser steps whenever the rule calls ``apply``. The learning-rate
+    schedule advances once per batch. ``memory``, if given, is paused during evaluation so that it
+    measures training alone.
+    """
+    hooks = hooks or NoHooks()
+    device = next(net.parameters()).device
+    optimizer = make_optimizer(cfg, net.parameters())
+    n = len(train)
+    n_batches = math.ceil(n / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, n_batches * cfg.epochs))
+
+    def apply() -> None:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    records = []
+    for epoch in range(start_epoch, cfg.epochs):
+        net.train()
+        hooks.epoch_start(epoch + 1, n_batches)
+        order = torch.randperm(n, generator=shuffle)
+        t0 = time.perf_counter()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for b in range(n_batches):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            xb = train.x[idx].to(device, non_blocking=True)
+            yb = train.y[idx].to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            result = rule.train_batch(net, xb, yb, enc, apply)
+            if not math.isfinite(result.loss):
+                raise TrainingDiverged(epoch + 1, b + 1)
+            sched.step()
+            loss_sum += result.loss * len(idx)
+            correct += int((result.logits.argmax(1) == yb).sum())
+            seen += len(idx)
+            hooks.batch_end(result.loss, correct / seen, seen / (time.perf_counter() - t0))
+        seconds = time.perf_counter() - t0
+        if memory is not None:
+            memory.pause()
+        net.eval()
+        record = EpochRecord(
+            epoch + 1,
+            loss_sum / seen,
+            correct / seen,
+            evaluate(net, test, eval_enc, cfg.eval_batch_size),
+            seconds,
+            seen / seconds,
+        )
+        if memory is not None:
+            memory.resume()
+        records.append(record)
+        hooks.epoch_end(record)
+        if on_epoch is not None:
+            on_epoch(record)
+    return records

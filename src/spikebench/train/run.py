@@ -1,0 +1,239 @@
+"""A training run on disk: build everything from a config, train, and write the run directory.
+
+A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one
+:class:`~spikebench.train.loop.EpochRecord` per epoch), ``checkpoint.pt`` (model and rule state,
+loadable with ``weights_only=True``) and ``summary.json`` (schema in :func:`summary_record`). It is
+built under a temporary name beside its destination and renamed when complete, so an interrupted or
+failed run leaves nothing half-written under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import spikebench
+from spikebench import components
+from spikebench.config import Config, from_dict, load_yaml, to_dict, to_yaml, validate
+from spikebench.data import Dataset, load_dataset
+from spikebench.nn import Network
+from spikebench.registry import SpikebenchError
+from spikebench.rules import LearningRule
+from spikebench.train.loop import EpochRecord, Hooks, evaluate, fit
+from spikebench.train.memory import PeakMemory
+from spikebench.train.seeding import generator, seed_everything
+
+SUMMARY_SCHEMA = 1
+
+
+class RunError(SpikebenchError):
+    """A run directory that cannot be created, read or loaded."""
+
+
+def git_revision() -> str | None:
+    """The git revision of the source tree spikebench is imported from, when it is a checkout."""
+    src = Path(spikebench.__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=src,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temporary file in the same folder, then rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class Built:
+    """Everything a run needs, built from its config."""
+
+    cfg: Config
+    data: Dataset
+    net: Network
+    rule: LearningRule
+    device: torch.device
+
+
+def build(cfg: Config) -> Built:
+    """Seed, load data, build network and rule on the configured device."""
+    device = components.resolve_device(cfg.train.device)
+    seed_everything(cfg.train.seed)
+    data = load_dataset(cfg.data)
+    net = components.build_network(cfg.model, data.input_shape, data.n_classes).to(device)
+    rule = components.build_rule(cfg, net, generator(cfg.train.seed, 2, device))
+    return Built(cfg, data, net, rule, device)
+
+
+def summary_record(
+    built: Built, records: list[EpochRecord], mem: PeakMemory, train_seconds: float
+) -> dict[str, Any]:
+    """The ``summary.json`` of a finished run (schema version ``SUMMARY_SCHEMA``)."""
+    cfg = built.cfg
+    samples = sum(r.samples_per_second * r.seconds for r in records)
+    return {
+        "schema": SUMMARY_SCHEMA,
+        "status": "completed",
+        "rule": cfg.rule.name,
+        "dataset": cfg.data.name,
+        "encoding": cfg.data.encoder,
+        "recurrent": cfg.model.recurrent,
+        "arch": cfg.model.arch,
+        "hidden": list(cfg.model.hidden),
+        "seed": cfg.train.seed,
+        "epochs": cfg.train.epochs,
+        "timesteps": cfg.data.timesteps,
+        "train_samples": len(built.data.train),
+        "test_samples": len(built.data.test),
+        "test_accuracy": records[-1].test_accuracy,
+        "train_accuracy": records[-1].train_accuracy,
+        "train_loss": records[-1].train_loss,
+        "train_seconds": train_seconds,
+        "samples_per_second": samples / max(train_seconds, 1e-9),
+        "peak_memory_bytes": mem.peak_bytes,
+        "peak_memory_total_bytes": mem.peak_total_bytes,
+        "peak_memory_method": mem.method,
+        "device": str(built.device),
+        "parameters": sum(p.numel() for p in built.net.parameters()),
+        "spikebench_version": spikebench.__version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "git_revision": git_revision(),
+        "locality": {
+            "spatial": built.rule.locality.spatial,
+            "temporal": built.rule.locality.temporal,
+            "weight_transport": built.rule.locality.weight_transport,
+            "memory": built.rule.locality.memory,
+            "rank": built.rule.locality.rank,
+        },
+    }
+
+
+def prepare_out_dir(out: Path, force: bool) -> None:
+    """Refuse an existing destination (unless ``force``) and check its parent is writable."""
+    if out.exists() and not force:
+        raise RunError(f"output directory {out} already exists (use --force to replace it)")
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot create {parent}: {exc.strerror or exc}") from exc
+    if not os.access(parent, os.W_OK):
+        raise RunError(f"output directory {parent} is not writable")
+
+
+def train_run(cfg: Config, out: Path, *, force: bool = False, hooks: Hooks | None = None) -> dict[str, Any]:
+    """Train ``cfg`` and write the run directory ``out``; return its summary."""
+    validate(cfg)
+    prepare_out_dir(out, force)
+    built = build(cfg)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the finished run follows the umask
+    try:
+        (tmp / "config.yaml").write_text(to_yaml(cfg))
+        metrics = (tmp / "metrics.jsonl").open("w")
+
+        def on_epoch(record: EpochRecord) -> None:
+            metrics.write(json.dumps(record.to_dict()) + "\n")
+            metrics.flush()
+
+        enc = components.build_encoding(cfg, generator(cfg.train.seed, 1, built.device))
+        eval_enc = components.build_encoding(cfg, generator(cfg.train.seed, 3, built.device))
+        with metrics, PeakMemory(built.device) as mem:
+            records = fit(
+                cfg.train,
+                built.net,
+                built.rule,
+                built.data.train,
+                built.data.test,
+                enc,
+                eval_enc,
+                generator(cfg.train.seed, 0),
+                hooks,
+                on_epoch=on_epoch,
+                memory=mem,
+            )
+        train_seconds = sum(r.seconds for r in records)
+        torch.save(
+            {"model": built.net.state_dict(), "rule": built.rule.state_dict()},
+            tmp / "checkpoint.pt",
+        )
+        summary = summary_record(built, records, mem, train_seconds)
+        write_json(tmp / "summary.json", summary)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
+def read_config(run_dir: Path) -> Config:
+    if not (run_dir / "config.yaml").is_file():
+        raise RunError(f"{run_dir} is not a run directory (no config.yaml)")
+    cfg = from_dict(load_yaml(run_dir / "config.yaml"))
+    validate(cfg)
+    return cfg
+
+
+def load_run(run_dir: Path, device: str | None = None) -> Built:
+    """Rebuild a finished run: its config, data, and the trained network and rule state."""
+    cfg = read_config(run_dir)
+    if device is not None:
+        cfg = from_dict({**to_dict(cfg), "train": {**to_dict(cfg)["train"], "device": device}})
+    built = build(cfg)
+    path = run_dir / "checkpoint.pt"
+    try:
+        state = torch.load(path, map_location=built.device, weights_only=True)
+        built.net.load_state_dict(state["model"])
+        built.rule.load_state_dict(state.get("rule", {}))
+    except FileNotFoundError as exc:
+        raise RunError(f"{run_dir} has no checkpoint.pt") from exc
+    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunError(f"cannot load checkpoint {path}: {first[:200]}") from exc
+    return built
+
+
+def eval_run(run_dir: Path) -> dict[str, Any]:
+    """Re-evaluate a run's checkpoint on its test set."""
+    built = load_run(run_dir)
+    enc = components.build_encoding(built.cfg, generator(built.cfg.train.seed, 3, built.device))
+    built.net.eval()
+    acc = evaluate(built.net, built.data.test, enc, built.cfg.train.eval_batch_size)
+    return {
+        "run": str(run_dir),
+        "rule": built.cfg.rule.name,
+        "dataset": built.cfg.data.name,
+        "test_samples": len(built.data.test),
+        "test_accuracy": acc,
+    }
