@@ -1,7 +1,9 @@
 """The learning-rule interface.
 
-A rule fills ``p.grad`` for every trainable parameter and calls ``apply()`` whenever it wants the
-optimiser to take a step (once per sequence for offline rules, per window or per time step for
+A rule fills ``p.grad`` for every trainable parameter -- always *adding* to it (``p.grad += g``, or
+autograd's accumulation), never overwriting, so that a caller whose ``apply`` only records the gradient
+gets the update of the whole sequence -- and calls ``apply()`` whenever it wants the optimiser to take
+a step (once per sequence for offline rules, per window or per time step for
 online ones). It never builds an optimiser of its own and never re-implements the neuron: it runs the
 network's layers, which call :mod:`spikebench.dynamics`. Every rule declares its locality.
 """
@@ -76,6 +78,17 @@ class LearningRule(ABC):
     ) -> BatchResult:
         """Fill ``.grad`` from one batch (``x`` [B, ...] analogue input, ``labels`` [B]) and call
         ``apply()`` after each update."""
+
+    def input_gradient(self, net: Network, x_seq: Tensor, labels: Tensor) -> Tensor:
+        """Gradient of the loss w.r.t. the encoded input ``x_seq`` [T, B, ...] along the path this rule
+        uses for credit assignment (the ``rule`` gradient source of attacks).
+
+        Default: exact surrogate BPTT of :func:`sequence_loss`. Rules whose backward path differs
+        (random feedback, broadcast errors, local readouts) override it and document what it is.
+        """
+        x_seq = x_seq.detach().requires_grad_(True)
+        loss = sequence_loss(net(x_seq).readout, labels)
+        return torch.autograd.grad(loss, x_seq)[0]
 
     def state_dict(self) -> dict[str, Tensor]:
         """Rule state to checkpoint (e.g. fixed random feedback matrices)."""
