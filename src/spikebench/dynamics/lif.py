@@ -91,6 +91,8 @@ class _LIFScan(torch.autograd.Function):
     Backward recursion, with ``psi[t] = S'(v[t] - theta)`` and ``gv[T] = 0``:
 
         gz_total[t] = gz[t] + gv[t+1] @ V + gv[t+1] * dv[t+1]/dr[t]     (last term unless detached)
+
+    (``V`` here is the recurrent feedback matrix: ``rec`` itself, or ``rec_feedback`` when given)
         gv[t]       = psi[t] * gz_total[t] + gv[t+1] * dv[t+1]/dv[t]
         gI[t] = gv[t];   gV = sum_t gv[t]^T z[t-1]
 
@@ -106,6 +108,7 @@ class _LIFScan(torch.autograd.Function):
         v0: Tensor,
         z0: Tensor,  # type: ignore[override]
         p: LIFParams,
+        rec_feedback: Tensor | None = None,
     ):
         T = currents.shape[0]
         vs = torch.empty_like(currents)
@@ -124,12 +127,13 @@ class _LIFScan(torch.autograd.Function):
         ctx.mark_non_differentiable(vs)
         ctx.p = p
         ctx.has_rec = rec is not None
-        ctx.save_for_backward(vs, zs, z0, rec if rec is not None else torch.empty(0))
+        fb = rec_feedback if rec_feedback is not None else rec
+        ctx.save_for_backward(vs, zs, z0, fb if fb is not None else torch.empty(0))
         return zs, vs
 
     @staticmethod
     def backward(ctx, gz: Tensor, _gv_out: Tensor | None):  # type: ignore[override]
-        vs, zs, z0, rec = ctx.saved_tensors
+        vs, zs, z0, rec_fb = ctx.saved_tensors
         p: LIFParams = ctx.p
         T = vs.shape[0]
         psi = p.surrogate.derivative(vs - p.theta)
@@ -140,7 +144,7 @@ class _LIFScan(torch.autograd.Function):
             gzt = gz[t]
             if gv_next is not None:
                 if ctx.has_rec:
-                    gzt = torch.addmm(gzt, gv_next, rec)
+                    gzt = torch.addmm(gzt, gv_next, rec_fb)
                 if not p.detach_reset:
                     gzt = gzt - gv_next * (p.theta if soft else p.alpha * vs[t])
             gv = psi[t] * gzt
@@ -152,19 +156,24 @@ class _LIFScan(torch.autograd.Function):
         if ctx.has_rec and ctx.needs_input_grad[1]:
             z_prev = torch.cat([z0.unsqueeze(0), zs[:-1]])
             g_rec = torch.einsum("tbi,tbj->ij", gI, z_prev)
-        return gI, g_rec, None, None, None
+        return gI, g_rec, None, None, None, None
 
 
 def scan(
-    p: LIFParams, currents: Tensor, rec: Tensor | None = None, state: LIFState | None = None
+    p: LIFParams,
+    currents: Tensor,
+    rec: Tensor | None = None,
+    state: LIFState | None = None,
+    rec_feedback: Tensor | None = None,
 ) -> tuple[Tensor, LIFState]:
     """Fused multi-step LIF, numerically the same as :func:`scan_steps` (forward and gradients).
 
     ``currents``: [T, B, N]; ``rec``: optional [N, N]. The initial ``state`` is a constant (no gradient
-    flows into it: truncated BPTT detaches it anyway). Returns spikes [T, B, N] and the final state
-    (detached).
+    flows into it: truncated BPTT detaches it anyway). ``rec_feedback`` [N, N], if given, replaces ``rec``
+    in the backward pass through the recurrent connections (feedback alignment); the gradient of ``rec``
+    itself is unchanged. Returns spikes [T, B, N] and the final state (detached).
     """
     if state is None:
         state = zero_state(currents.shape[1], currents.shape[2], device=currents.device, dtype=currents.dtype)
-    zs, vs = _LIFScan.apply(currents, rec, state.v.detach(), state.z.detach(), p)
+    zs, vs = _LIFScan.apply(currents, rec, state.v.detach(), state.z.detach(), p, rec_feedback)
     return zs, LIFState(vs[-1].detach(), zs[-1].detach())
