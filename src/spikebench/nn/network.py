@@ -16,6 +16,41 @@ from spikebench.dynamics import lif
 from spikebench.dynamics.lif import LIFParams, LIFState
 
 
+class _FeedbackLinear(torch.autograd.Function):
+    """``x W^T + b`` whose backward pass to ``x`` uses ``feedback`` in place of ``W`` (weight grads exact)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor):  # type: ignore[override]
+        ctx.save_for_backward(x, feedback)
+        ctx.has_bias = bias is not None
+        return nn.functional.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        x, feedback = ctx.saved_tensors
+        g2 = g.reshape(-1, g.shape[-1])
+        gw = g2.T @ x.reshape(-1, x.shape[-1])
+        gb = g2.sum(0) if ctx.has_bias else None
+        return g @ feedback, gw, gb, None
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor | None = None) -> Tensor:
+    """``x W^T + b``; with ``feedback`` (shape of ``W``), the gradient sent back to ``x`` is ``g B``
+    instead of ``g W`` -- feedback alignment (Lillicrap et al. 2016). Weight gradients are unchanged."""
+    if feedback is None:
+        return nn.functional.linear(x, weight, bias)
+    return _FeedbackLinear.apply(x, weight, bias, feedback)
+
+
+@dataclass
+class LayerFeedback:
+    """Fixed matrices used in place of a layer's forward weights in the backward pass (shapes of
+    ``weight`` and ``rec``; ``rec`` None for feed-forward layers)."""
+
+    weight: Tensor
+    rec: Tensor | None = None
+
+
 def is_time_constant(x_seq: Tensor) -> bool:
     """True when ``x_seq`` [T, ...] is one frame broadcast over time (``x.expand(T, ...)``)."""
     return x_seq.shape[0] == 1 or x_seq.stride(0) == 0
@@ -49,19 +84,25 @@ class SpikingLinear(nn.Module):
     def recurrent(self) -> bool:
         return self.rec is not None
 
-    def currents(self, x_seq: Tensor) -> Tensor:
+    def currents(self, x_seq: Tensor, feedback: Tensor | None = None) -> Tensor:
         """Feed-forward currents for all steps, [T, B, D] -> [T, B, N], as one matrix product.
 
         When the input is the same at every step (``direct`` encoding), it is computed once.
+        ``feedback``: see :func:`linear`.
         """
         if is_time_constant(x_seq):
-            once = nn.functional.linear(x_seq[0], self.weight, self.bias)
+            once = linear(x_seq[0], self.weight, self.bias, feedback)
             return once.unsqueeze(0).expand(x_seq.shape[0], *once.shape)
-        return nn.functional.linear(x_seq, self.weight, self.bias)
+        return linear(x_seq, self.weight, self.bias, feedback)
 
-    def forward(self, x_seq: Tensor, state: LIFState | None = None) -> tuple[Tensor, LIFState]:
-        """All T steps: spikes [T, B, N] and the final state."""
-        return lif.scan(self.params, self.currents(x_seq), self.rec, state)
+    def forward(
+        self, x_seq: Tensor, state: LIFState | None = None, feedback: LayerFeedback | None = None
+    ) -> tuple[Tensor, LIFState]:
+        """All T steps: spikes [T, B, N] and the final state. ``feedback``: fixed matrices used in place
+        of ``weight`` and ``rec`` in the backward pass (feedback alignment)."""
+        if feedback is None:
+            return lif.scan(self.params, self.currents(x_seq), self.rec, state)
+        return lif.scan(self.params, self.currents(x_seq, feedback.weight), self.rec, state, feedback.rec)
 
     def step(self, x: Tensor, state: LIFState) -> tuple[Tensor, LIFState]:
         """One step: ``x`` [B, D] -> spikes [B, N] and the new state (autograd as the caller allows)."""
@@ -93,10 +134,10 @@ class Readout(nn.Module):
         self.kappa = kappa
         self.linear = nn.Linear(n_in, n_classes)
 
-    def forward(self, z_seq: Tensor, y0: Tensor | None = None) -> Tensor:
-        """[T, B, N] spikes -> [T, B, C] readout, for all steps at once."""
+    def forward(self, z_seq: Tensor, y0: Tensor | None = None, feedback: Tensor | None = None) -> Tensor:
+        """[T, B, N] spikes -> [T, B, C] readout, for all steps at once (``feedback``: see :func:`linear`)."""
         T = z_seq.shape[0]
-        u = self.linear(z_seq)
+        u = linear(z_seq, self.linear.weight, self.linear.bias, feedback)
         k = leak_kernel(T, self.kappa, device=u.device, dtype=u.dtype)
         y = torch.einsum("ts,sbc->tbc", k, u)
         if y0 is not None:
@@ -107,6 +148,14 @@ class Readout(nn.Module):
     def step(self, z: Tensor, y: Tensor) -> Tensor:
         """One step: spikes [B, N], previous readout [B, C] -> new readout [B, C]."""
         return self.kappa * y + self.linear(z)
+
+
+@dataclass
+class NetworkFeedback:
+    """Feedback matrices for every hidden layer and for the readout ([C, N_L], the readout's shape)."""
+
+    layers: list[LayerFeedback]
+    readout: Tensor
 
 
 @dataclass
@@ -167,15 +216,23 @@ class Network(nn.Module):
         y = torch.zeros(batch, self.n_classes, device=like.device, dtype=like.dtype)
         return NetState([layer.zero_state(batch, like) for layer in self.layers], y)
 
-    def forward(self, x_seq: Tensor, state: NetState | None = None) -> Rollout:
-        """Run all T steps: ``x_seq`` [T, B, ...] -> :class:`Rollout`."""
+    def forward(
+        self, x_seq: Tensor, state: NetState | None = None, feedback: NetworkFeedback | None = None
+    ) -> Rollout:
+        """Run all T steps: ``x_seq`` [T, B, ...] -> :class:`Rollout`.
+
+        ``state``: continue from it (constant: no gradient flows into it). ``feedback``: fixed matrices
+        that replace the forward weights in the backward pass (feedback alignment).
+        """
         h = self.flatten(x_seq)
         spikes, finals = [], []
         for i, layer in enumerate(self.layers):
-            h, s = layer(h, None if state is None else state.layers[i])
+            fb = None if feedback is None else feedback.layers[i]
+            h, s = layer(h, None if state is None else state.layers[i], fb)
             spikes.append(h)
             finals.append(s)
-        y = self.readout(h, None if state is None else state.y)
+        readout_fb = None if feedback is None else feedback.readout
+        y = self.readout(h, None if state is None else state.y, readout_fb)
         return Rollout(spikes, y, NetState(finals, y[-1].detach()))
 
     def step(self, x: Tensor, state: NetState) -> tuple[list[Tensor], Tensor, NetState]:

@@ -1,0 +1,104 @@
+"""Feedback alignment (Lillicrap, Cownden, Tweed & Akerman 2016, "Random synaptic feedback weights
+support error backpropagation for deep learning", Nat. Commun.), unrolled through time.
+
+The forward pass is the network's. The backward pass is BPTT of the same loss as ``bptt``,
+``L = CE(1/T sum_t y[t], label)``, except that wherever backprop would send an error backwards through
+a forward weight matrix, it uses a fixed random matrix of the same shape instead:
+
+    delta_in = delta_out B      (backprop:  delta_in = delta_out W)
+
+for every feed-forward matrix ``W_l``, every recurrent matrix ``V_l`` (the error sent back in time
+through the recurrent connections uses ``B_rec,l``) and the readout ``W_out``. Weight gradients are
+still ``delta_out^T x`` with the true presynaptic activity. Temporal credit assignment is the full
+unroll (memory O(T)); there is no weight transport.
+
+``rule.feedback``: ``random`` (default; each ``B`` drawn once from a uniform distribution with the same
+bound as the forward initialisation, ``1/sqrt(fan_in)``, and kept fixed) or ``symmetric`` (``B = W`` at
+every step: exactly ``bptt``, the reference the tests compare against).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from spikebench.config import RuleConfig
+from spikebench.data.encoders import Encoding
+from spikebench.nn.network import LayerFeedback, Network, NetworkFeedback
+from spikebench.rules.base import RULES, Apply, BatchResult, LearningRule, Locality, choose, sequence_loss
+
+FEEDBACKS = ("random", "symmetric")
+
+
+def _uniform_like(w: Tensor, gen: torch.Generator) -> Tensor:
+    bound = 1.0 / math.sqrt(w.shape[1])
+    u = torch.rand(w.shape, generator=gen, device=w.device, dtype=w.dtype)
+    return (2 * u - 1) * bound
+
+
+@RULES.register("fa")
+class FeedbackAlignment(LearningRule):
+    """Feedback alignment: BPTT with fixed random feedback matrices in place of transposed weights."""
+
+    name = "fa"
+    locality = Locality(
+        spatial="fixed random feedback, layer by layer",
+        temporal="full unroll",
+        weight_transport="no",
+        memory="O(T)",
+        rank=2,
+    )
+
+    def __init__(self, cfg: RuleConfig, net: Network, gen: torch.Generator) -> None:
+        super().__init__(cfg, net, gen)
+        self.mode = choose(cfg.feedback, FEEDBACKS, "random", "rule.feedback", self.name)
+        self.matrices: dict[str, Tensor] = {}
+        if self.mode == "random":
+            for name, p in net.named_parameters():
+                if p.dim() == 2:
+                    self.matrices[name] = _uniform_like(p.detach(), gen)
+
+    options = ("feedback",)
+
+    @classmethod
+    def check_config(cls, cfg: RuleConfig) -> None:
+        super().check_config(cfg)
+        choose(cfg.feedback, FEEDBACKS, "random", "rule.feedback", cls.name)
+
+    def feedback(self, net: Network) -> NetworkFeedback:
+        """The matrices the backward pass uses (the forward weights themselves when symmetric)."""
+        if self.mode == "symmetric":
+            mats = {n: p.detach() for n, p in net.named_parameters() if p.dim() == 2}
+        else:
+            mats = self.matrices
+        layers = [
+            LayerFeedback(mats[f"layers.{i}.weight"], mats.get(f"layers.{i}.rec"))
+            for i in range(len(net.layers))
+        ]
+        return NetworkFeedback(layers, mats["readout.linear.weight"])
+
+    def train_batch(
+        self, net: Network, x: Tensor, labels: Tensor, enc: Encoding, apply: Apply
+    ) -> BatchResult:
+        rollout = net(enc.sequence(x), feedback=self.feedback(net))
+        loss = sequence_loss(rollout.readout, labels)
+        loss.backward()
+        apply()
+        return BatchResult(loss.item(), rollout.logits.detach())
+
+    def input_gradient(self, net: Network, x_seq: Tensor, labels: Tensor) -> Tensor:
+        """The error sent to the input along the rule's backward path: through the random feedback
+        matrices of every layer, the first layer's included (``delta_x = delta_1 B_1``)."""
+        x_seq = x_seq.detach().requires_grad_(True)
+        loss = sequence_loss(net(x_seq, feedback=self.feedback(net)).readout, labels)
+        return torch.autograd.grad(loss, x_seq)[0]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return dict(self.matrices)
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if set(state) != set(self.matrices):
+            raise ValueError(f"rule 'fa' state has {sorted(state)}, expected {sorted(self.matrices)}")
+        self.matrices = {k: v.to(self.matrices[k]) for k, v in state.items()}

@@ -1,0 +1,72 @@
+"""Truncated backpropagation through time (Williams & Peng 1990; Elman 1990).
+
+The T steps are cut into windows of ``k`` steps, ``[0, k), [k, 2k), ...``. The network state
+(membrane potentials, spikes, readout) is carried from one window to the next but detached at the
+boundary, so gradients never cross it and memory grows as O(k), not O(T). Each window ``w`` is trained
+on the decision the readout makes over it, weighted by its share of the sequence:
+
+    L_w = (|w| / T) * CE(1/|w| sum_{t in w} y[t], label)
+
+so that with ``k >= T`` there is one window and ``L = CE(1/T sum_t y[t], label)``: exactly ``bptt``.
+``rule.update``: ``window`` applies an optimiser step after every window (updates during the sequence);
+``sequence`` (default) accumulates the windows' gradients and applies once per sequence.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from spikebench.config import RuleConfig
+from spikebench.data.encoders import Encoding
+from spikebench.nn.network import Network
+from spikebench.rules.base import RULES, Apply, BatchResult, LearningRule, Locality, choose, sequence_loss
+
+UPDATES = ("sequence", "window")
+
+
+@RULES.register("tbptt")
+class TBPTT(LearningRule):
+    """Truncated BPTT: exact backprop within windows of rule.k steps, state detached between them."""
+
+    name = "tbptt"
+    locality = Locality(
+        spatial="exact backprop",
+        temporal="truncated windows of k steps",
+        weight_transport="yes",
+        memory="O(k)",
+        rank=1,
+    )
+    archs = ("mlp", "conv")
+
+    def __init__(self, cfg: RuleConfig, net: Network, gen: torch.Generator) -> None:
+        super().__init__(cfg, net, gen)
+        self.k = cfg.k
+        self.update = choose(cfg.update, UPDATES, "sequence", "rule.update", self.name)
+
+    options = ("update",)
+
+    @classmethod
+    def check_config(cls, cfg: RuleConfig) -> None:
+        super().check_config(cfg)
+        choose(cfg.update, UPDATES, "sequence", "rule.update", cls.name)
+
+    def train_batch(
+        self, net: Network, x: Tensor, labels: Tensor, enc: Encoding, apply: Apply
+    ) -> BatchResult:
+        x_seq = enc.sequence(x)
+        T = x_seq.shape[0]
+        state, total, readouts = None, 0.0, []
+        for start in range(0, T, self.k):
+            rollout = net(x_seq[start : start + self.k], state)
+            n = rollout.readout.shape[0]
+            loss = (n / T) * sequence_loss(rollout.readout, labels)
+            loss.backward()
+            if self.update == "window":
+                apply()
+            total += loss.item()
+            readouts.append(rollout.readout.detach())
+            state = rollout.state
+        if self.update == "sequence":
+            apply()
+        return BatchResult(total, torch.cat(readouts).mean(0))
