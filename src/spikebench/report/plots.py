@@ -1,0 +1,95 @@
+"""Plots of a study, drawn from records with matplotlib (Agg backend) and saved as PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from spikebench.report.records import RunRecord, group, stat  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def accuracy_vs_locality(runs: list[RunRecord], path: Path) -> Path:
+    """Mean test accuracy (± std over seeds) against locality rank; and against peak memory."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for recurrent, marker in ((False, "o"), (True, "s")):
+        by_rule = group([r for r in runs if r.ok and r.recurrent == recurrent], lambda r: r.rule)
+        rows = sorted(((rs[0].summary["locality"]["rank"], name, rs) for name, rs in by_rule.items()))
+        if not rows:
+            continue
+        accs = [stat(r.summary["test_accuracy"] for r in rs) for _, _, rs in rows]
+        label = "recurrent" if recurrent else "feed-forward"
+        a.errorbar(
+            [x for x, _, _ in rows],
+            [s.mean for s in accs],
+            yerr=[s.std for s in accs],
+            marker=marker,
+            capsize=3,
+            label=label,
+        )
+        mems = [stat((r.summary.get("peak_memory_bytes") or 0) / 2**20 for r in rs) for _, _, rs in rows]
+        b.scatter([m.mean for m in mems], [s.mean for s in accs], marker=marker, label=label)
+        for (_, name, _), m, s in zip(rows, mems, accs, strict=True):
+            b.annotate(name, (m.mean, s.mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        a.set_xticks([x for x, _, _ in rows], [n for _, n, _ in rows], rotation=30)
+    a.set(xlabel="rule (least to most local)", ylabel="test accuracy", title="accuracy vs locality")
+    b.set(xlabel="peak training memory (MiB)", ylabel="test accuracy", title="accuracy vs memory")
+    a.legend()
+    b.legend()
+    return _save(fig, path)
+
+
+def robustness_curves(runs: list[RunRecord], attack: str, path: Path) -> Path | None:
+    """Accuracy vs eps under ``attack``, feed-forward (solid) and recurrent (dashed), one colour per rule."""
+    by = group(
+        [r for r in runs if r.ok and r.attack_curve(attack)], lambda r: (r.dataset, r.rule, r.recurrent)
+    )
+    if not by:
+        return None
+    datasets = sorted({k[0] for k in by})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    colours = {}
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        for (d, rule, rec), rs in sorted(by.items()):
+            if d != ds:
+                continue
+            eps = sorted(rs[0].attack_curve(attack))
+            acc = [stat(r.attack_curve(attack).get(e) for r in rs).mean for e in eps]
+            colour = colours.setdefault(rule, f"C{len(colours) % 10}")
+            ax.plot(
+                eps, acc, "--" if rec else "-", marker="o", color=colour, label=rule + (" rec" if rec else "")
+            )
+        ax.set(xlabel="eps", ylabel="accuracy", title=f"{attack} on {ds}")
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def attack_bars(runs: list[RunRecord], attacks: list[str], path: Path) -> Path | None:
+    """Per rule, accuracy (mean over the eps sweep) under each attack."""
+    by_rule = group([r for r in runs if r.ok], lambda r: r.rule)
+    names = sorted(by_rule, key=lambda n: by_rule[n][0].summary["locality"]["rank"])
+    present = [a for a in attacks if any(r.attack_curve(a) for r in runs)]
+    if not names or not present:
+        return None
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)), 4))
+    width = 0.8 / len(present)
+    for i, attack in enumerate(present):
+        vals = []
+        for n in names:
+            s = stat(sum(c.values()) / len(c) for r in by_rule[n] if (c := r.attack_curve(attack)))
+            vals.append(s.mean if s else 0.0)
+        ax.bar([j + i * width for j in range(len(names))], vals, width, label=attack)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], names, rotation=30)
+    ax.set(ylabel="accuracy (mean over eps)", title="accuracy under attack, by gradient source")
+    ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -1,0 +1,159 @@
+"""The studies behind the paper's four claims (registry "study").
+
+Each study turns a base config (defaults + the user's ``--set`` overrides) and a :class:`Mode` into a
+:class:`~spikebench.studies.runner.Plan`: the grid of runs plus the jobs that attack or analyse them.
+``all`` is the union of the four; runs with equal resolved configs are shared (same key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from spikebench.config import Config, to_dict
+from spikebench.registry import Registry
+from spikebench.rules import RULES
+from spikebench.studies.grid import expand
+from spikebench.studies.jobs import AttackJob
+from spikebench.studies.runner import Plan
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How big a study is. ``quick``: a data subset, one epoch, small attack budgets (minutes on 2 cores);
+    full: the whole dataset, ``epochs`` epochs, ``seeds`` seeds (at least 3), the attack budgets of the
+    issue (PGD 20 steps, Square 1,000 queries, 1,000 test samples)."""
+
+    quick: bool
+    seeds: int
+    epochs: int
+    limit_train: int | None
+    limit_test: int | None
+    attack_n: int
+    eps: tuple[float, ...]
+    pgd_steps: int
+    queries: int
+    seq_rules: tuple[str, ...] | None  # rules run on the sequential dataset (None: all)
+
+    @staticmethod
+    def make(quick: bool, seeds: int | None) -> Mode:
+        if quick:
+            return Mode(True, seeds or 1, 1, 4000, 1000, 200, (0.03, 0.1), 10, 300, ("bptt", "eprop"))
+        return Mode(False, max(seeds or 3, 1), 10, None, None, 1000, (0.01, 0.03, 0.1), 20, 1000, None)
+
+    def settings(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
+
+
+Builder = Callable[[Plan, Config, Mode], None]
+STUDIES: Registry[Builder] = Registry("study")
+
+
+def rules() -> list[str]:
+    """Every registered rule, from least to most local."""
+    return sorted(RULES.names(), key=lambda n: RULES.get(n).locality.rank)
+
+
+def sized(base: Config, mode: Mode) -> dict:
+    axes = {"train.epochs": [mode.epochs], "train.seed": list(range(mode.seeds))}
+    if mode.limit_train is not None:
+        axes["data.limit_train"] = [mode.limit_train]
+    if mode.limit_test is not None:
+        axes["data.limit_test"] = [mode.limit_test]
+    return axes
+
+
+def grid(base: Config, mode: Mode, **axes: list) -> list[Config]:
+    return expand(base, {**sized(base, mode), **{k.replace("__", "."): v for k, v in axes.items()}})
+
+
+def add_gradient_attacks(
+    plan: Plan,
+    keys: list[str],
+    mode: Mode,
+    sources: tuple[str, ...],
+    transfer_from: dict[str, str] | None = None,
+) -> None:
+    for key in keys:
+        for source in sources:
+            src = None if source != "transfer" else (transfer_from or {}).get(key)
+            if source == "transfer" and (src is None or src == key):
+                continue
+            plan.jobs.append(
+                AttackJob(key, "pgd", mode.eps, source, src, steps=mode.pgd_steps, n=mode.attack_n)
+            )
+
+
+def add_blackbox_attacks(plan: Plan, keys: list[str], mode: Mode, attacks: tuple[str, ...]) -> None:
+    for key in keys:
+        for name in attacks:
+            plan.jobs.append(
+                AttackJob(key, name, mode.eps, "exact", None, queries=mode.queries, n=mode.attack_n)
+            )
+
+
+@STUDIES.register("tradeoff")
+def tradeoff(plan: Plan, base: Config, mode: Mode) -> None:
+    """C2: every rule x {feed-forward, recurrent}: accuracy, time, memory, ordered by locality."""
+    plan.add_runs("tradeoff", grid(base, mode, rule__name=rules(), model__recurrent=[False, True]))
+
+
+@STUDIES.register("similarity")
+def similarity(plan: Plan, base: Config, mode: Mode) -> None:
+    """C1: every rule with CKA, gradient-alignment and Fisher tracking during training."""
+    plan.add_runs("similarity", grid(base, mode, rule__name=rules(), model__recurrent=[False]))
+
+
+@STUDIES.register("recurrence")
+def recurrence(plan: Plan, base: Config, mode: Mode) -> None:
+    """C3: feed-forward vs recurrent under PGD/FGSM, Square and noise, on static and sequential data."""
+    static = plan.add_runs("recurrence", grid(base, mode, rule__name=rules(), model__recurrent=[False, True]))
+    seq_rules = list(mode.seq_rules) if mode.seq_rules else rules()
+    seq_rules = [r for r in seq_rules if r in RULES]
+    sequential = plan.add_runs(
+        "recurrence-sequential",
+        grid(
+            base,
+            mode,
+            data__name=["sequential-fashion-mnist"],
+            data__timesteps=[28],
+            rule__name=seq_rules,
+            model__recurrent=[False, True],
+        ),
+    )
+    for keys in (static, sequential):
+        add_gradient_attacks(plan, keys, mode, ("exact",))
+        for key in keys:
+            plan.jobs.append(AttackJob(key, "fgsm", mode.eps, "exact", None, n=mode.attack_n))
+        add_blackbox_attacks(plan, keys, mode, ("square", "noise"))
+
+
+@STUDIES.register("attacks")
+def attacks(plan: Plan, base: Config, mode: Mode) -> None:
+    """C4: every rule under exact, rule and transfer gradients, gradient-free attacks, and backdoors."""
+    configs = grid(base, mode, rule__name=rules(), model__recurrent=[False])
+    keys = plan.add_runs("attacks", configs)
+    bptt_by_seed = {
+        cfg.train.seed: key for cfg, key in zip(configs, keys, strict=True) if cfg.rule.name == "bptt"
+    }
+    transfer = {key: bptt_by_seed.get(cfg.train.seed) for cfg, key in zip(configs, keys, strict=True)}
+    add_gradient_attacks(plan, keys, mode, ("exact", "rule", "transfer"), transfer)
+    add_blackbox_attacks(plan, keys, mode, ("square", "nes", "spsa", "noise"))
+    plan.add_runs(
+        "backdoor",
+        grid(base, mode, rule__name=rules(), model__recurrent=[False], data__backdoor__fraction=[0.05]),
+    )
+
+
+@STUDIES.register("all")
+def all_claims(plan: Plan, base: Config, mode: Mode) -> None:
+    """C1-C4 together, sharing trained networks."""
+    for name in ("tradeoff", "similarity", "recurrence", "attacks"):
+        STUDIES.get(name)(plan, base, mode)
+
+
+def plan_study(name: str, base: Config, mode: Mode) -> Plan:
+    builder = STUDIES.get(name)
+    plan = Plan(name, {"mode": mode.settings(), "base": to_dict(base)})
+    builder(plan, base, mode)
+    return plan

@@ -1,0 +1,150 @@
+"""Units of study work. Each job runs in a worker process (local pool or Ray), writes one record file,
+and is skipped when that record already exists: this is the run cache and what makes studies resumable.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spikebench.config import from_dict
+from spikebench.registry import SpikebenchError
+from spikebench.train.run import write_json
+
+
+def run_dir(study_dir: Path, key: str) -> Path:
+    return study_dir / "runs" / key
+
+
+def failure_path(study_dir: Path, key: str) -> Path:
+    return study_dir / "runs" / f"{key}.failed.json"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What came of one job: ``status`` is ``done``, ``cached``, ``failed`` or ``skipped``."""
+
+    job: str
+    status: str
+    seconds: float = 0.0
+    error: str | None = None
+
+
+class Job(ABC):
+    """A picklable unit of work with a record file as its completion marker."""
+
+    #: run keys of the training jobs this job needs
+    needs: tuple[str, ...] = ()
+
+    @property
+    @abstractmethod
+    def id(self) -> str: ...
+
+    @abstractmethod
+    def record(self, study_dir: Path) -> Path:
+        """The file whose existence means the job is done."""
+
+    @abstractmethod
+    def run(self, study_dir: Path) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainJob(Job):
+    """Train one run of the grid into ``runs/<key>`` (its ``summary.json`` marks it done).
+
+    A run that raises or diverges leaves ``runs/<key>.failed.json`` with the reason (and the epoch, when
+    the loss became non-finite) instead, so the study can continue and the report can list it.
+    """
+
+    key: str
+    config: dict[str, Any] = field(hash=False, compare=False)
+
+    @property
+    def id(self) -> str:
+        return f"train {self.key}"
+
+    def record(self, study_dir: Path) -> Path:
+        return run_dir(study_dir, self.key) / "summary.json"
+
+    def run(self, study_dir: Path) -> None:
+        from spikebench.train.run import train_run
+
+        out = run_dir(study_dir, self.key)
+        failure = failure_path(study_dir, self.key)
+        try:
+            train_run(from_dict(self.config), out, force=True)
+        except (SpikebenchError, RuntimeError, ValueError, FloatingPointError) as exc:
+            record = {
+                "key": self.key,
+                "status": "failed",
+                "reason": str(exc).splitlines()[0][:500],
+                "error_type": type(exc).__name__,
+                "epoch": getattr(exc, "epoch", None),
+                "config": self.config,
+            }
+            if not isinstance(exc, SpikebenchError):
+                record["traceback"] = traceback.format_exc()[-4000:]
+            write_json(failure, record)
+            raise
+        if failure.exists():
+            failure.unlink()
+
+
+def execute(job: Job, study_dir: str) -> Outcome:
+    """Run ``job`` unless its record exists; never raises (worker entry point)."""
+    path = Path(study_dir)
+    if job.record(path).exists():
+        return Outcome(job.id, "cached")
+    t0 = time.perf_counter()
+    try:
+        job.run(path)
+    except Exception as exc:  # a failed job is an outcome, not a crash of the study
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return Outcome(job.id, "failed", time.perf_counter() - t0, first[:500])
+    return Outcome(job.id, "done", time.perf_counter() - t0)
+
+
+@dataclass(frozen=True)
+class AttackJob(Job):
+    """Attack the trained run ``key`` (``runs/<key>/attacks/<name>-<source>.json``); ``source_key`` is the
+    run whose gradients craft transfer examples."""
+
+    key: str
+    attack: str
+    eps: tuple[float, ...]
+    source: str = "exact"
+    source_key: str | None = None
+    steps: int | None = None
+    queries: int | None = None
+    n: int = 1000
+
+    @property
+    def needs(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (self.key,) if self.source_key is None else (self.key, self.source_key)
+
+    @property
+    def id(self) -> str:
+        return f"{self.attack}-{self.source} {self.key}"
+
+    def record(self, study_dir: Path) -> Path:
+        return run_dir(study_dir, self.key) / "attacks" / f"{self.attack}-{self.source}.json"
+
+    def run(self, study_dir: Path) -> None:
+        from spikebench.attacks import run_attack
+
+        source = None if self.source_key is None else run_dir(study_dir, self.source_key)
+        run_attack(
+            run_dir(study_dir, self.key),
+            self.attack,
+            eps=list(self.eps),
+            grad_source=self.source,
+            source_run=source,
+            steps=self.steps,
+            queries=self.queries,
+            n=self.n,
+            seed=0,
+        )

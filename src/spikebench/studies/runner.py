@@ -1,0 +1,186 @@
+"""Run a study: plan its grid, execute the jobs (skipping those already recorded), and write the
+manifest. Rerunning the same command continues where an interrupted study stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spikebench.config import Config, to_dict
+from spikebench.registry import SpikebenchError
+from spikebench.studies.executors import Executor, LocalExecutor, RayExecutor
+from spikebench.studies.grid import config_key
+from spikebench.studies.jobs import Job, Outcome, TrainJob
+from spikebench.train.run import write_json
+
+MANIFEST = "study.json"
+
+
+class StudyError(SpikebenchError):
+    """A study directory that cannot be used (e.g. it holds a different study)."""
+
+
+@dataclass
+class Plan:
+    """What a study will do: the runs (by key), which part of the study uses which runs, and the jobs
+    that evaluate trained runs (attacks, analyses)."""
+
+    study: str
+    settings: dict[str, Any]
+    runs: dict[str, Config] = field(default_factory=dict)
+    parts: dict[str, list[str]] = field(default_factory=dict)
+    jobs: list[Job] = field(default_factory=list)
+
+    def add_runs(self, part: str, configs: list[Config]) -> list[str]:
+        keys = []
+        for cfg in configs:
+            key = config_key(cfg)
+            self.runs.setdefault(key, cfg)
+            keys.append(key)
+        self.parts.setdefault(part, []).extend(k for k in keys if k not in self.parts.get(part, []))
+        return keys
+
+    def all_jobs(self) -> list[Job]:
+        train = [TrainJob(key, to_dict(cfg)) for key, cfg in self.runs.items()]
+        seen, jobs = set(), []
+        for job in [*train, *self.jobs]:
+            if job.id not in seen:
+                seen.add(job.id)
+                jobs.append(job)
+        return jobs
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "schema": 1,
+            "study": self.study,
+            "settings": self.settings,
+            "parts": self.parts,
+            "runs": {k: to_dict(c) for k, c in self.runs.items()},
+            "jobs": [job.id for job in self.all_jobs()],
+        }
+
+
+class Progress:
+    """Hooks for a progress display over the jobs (the CLI draws it)."""
+
+    def start(self, total: int, cached: int) -> None: ...
+
+    def update(self, outcome: Outcome, running: int, failed: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def make_executor(engine: str, workers: int, address: str | None) -> Executor:
+    if engine == "ray":
+        return RayExecutor(workers, address)
+    if engine != "local":
+        raise StudyError(f"unknown engine {engine!r}; valid: local, ray")
+    return LocalExecutor(workers)
+
+
+def run_jobs(jobs: list[Job], study_dir: Path, executor: Executor, progress: Progress) -> list[Outcome]:
+    """Run ``jobs`` respecting their ``needs`` (train keys); records that exist are not redone."""
+    outcomes: list[Outcome] = []
+    trained = {j.key for j in jobs if isinstance(j, TrainJob) and j.record(study_dir).exists()}
+    lost: set[str] = set()
+    todo = []
+    for job in jobs:
+        if job.record(study_dir).exists():
+            outcomes.append(Outcome(job.id, "cached"))
+        else:
+            todo.append(job)
+    progress.start(len(jobs), len(outcomes))
+    running = 0
+    failed = 0
+
+    def release() -> None:
+        nonlocal running, failed
+        for job in list(todo):
+            if any(k in lost for k in job.needs):
+                todo.remove(job)
+                outcome = Outcome(job.id, "skipped", error="a run it needs failed")
+                outcomes.append(outcome)
+                progress.update(outcome, running, failed)
+            elif all(k in trained for k in job.needs):
+                todo.remove(job)
+                executor.submit(job, str(study_dir))
+                running += 1
+
+    release()
+    while running:
+        job, outcome = executor.wait_any()
+        running -= 1
+        outcomes.append(outcome)
+        if outcome.status in ("done", "cached") and isinstance(job, TrainJob):
+            trained.add(job.key)
+        elif outcome.status == "failed":
+            failed += 1
+            if isinstance(job, TrainJob):
+                lost.add(job.key)
+        progress.update(outcome, running, failed)
+        release()
+    for job in todo:  # needs that no job of this study provides
+        outcomes.append(Outcome(job.id, "skipped", error="its runs are not part of the study"))
+    progress.close()
+    return outcomes
+
+
+def prepare_study_dir(study_dir: Path, plan: Plan) -> None:
+    """Create the directory and its manifest, or check that an existing one is the same study."""
+    path = study_dir / MANIFEST
+    manifest = plan.manifest()
+    if path.exists():
+        import json
+
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise StudyError(f"{path} is unreadable ({exc}); remove it or use another --out") from exc
+        if old.get("study") != plan.study or old.get("settings") != plan.settings:
+            raise StudyError(
+                f"{study_dir} holds another study ({old.get('study')}, {old.get('settings')}); "
+                "use another --out or the same options to resume it"
+            )
+    elif study_dir.exists() and any(study_dir.iterdir()):
+        raise StudyError(f"{study_dir} exists and is not a study directory; use another --out")
+    (study_dir / "runs").mkdir(parents=True, exist_ok=True)
+    write_json(path, manifest)
+
+
+def execute_plan(
+    plan: Plan,
+    study_dir: Path,
+    *,
+    engine: str = "local",
+    workers: int = 1,
+    address: str | None = None,
+    progress: Progress | None = None,
+) -> list[Outcome]:
+    """Prepare ``study_dir`` and run every job of ``plan``; returns the outcomes (also in
+    ``outcomes.json``)."""
+    prepare_study_dir(study_dir, plan)
+    executor = make_executor(engine, workers, address)
+    t0 = time.time()
+    try:
+        outcomes = run_jobs(plan.all_jobs(), study_dir, executor, progress or Progress())
+    except BaseException:
+        executor.close(cancel=True)
+        raise
+    executor.close()
+    write_json(
+        study_dir / "outcomes.json",
+        {
+            "seconds": time.time() - t0,
+            "engine": engine,
+            "workers": workers,
+            "outcomes": [vars(o) for o in outcomes],
+        },
+    )
+    return outcomes
+
+
+ProgressFactory = Callable[[], Progress]
