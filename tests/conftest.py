@@ -36,6 +36,10 @@ def fake_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
+# Test tensors are tiny: one intra-op thread is fastest and avoids oversubscribing the cores.
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _torch_defaults():
     torch.set_default_dtype(torch.float32)

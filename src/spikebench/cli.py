@@ -123,24 +123,230 @@ def cmd_data(args: argparse.Namespace) -> int:
         "train": len(ds.train),
         "test": len(ds.test),
         "input_shape": list(ds.input_shape),
+        "timesteps": ds.timesteps,
         "classes": ds.n_classes,
     }
     if args.json:
         _print_json(info)
     else:
+        steps = f" per step x {ds.timesteps} steps" if ds.sequential else ""
         print(
             f"{ds.name}: {len(ds.train)} train / {len(ds.test)} test samples, input "
-            f"{tuple(ds.input_shape)}, {ds.n_classes} classes, from {ds.source}"
+            f"{tuple(ds.input_shape)}{steps}, {ds.n_classes} classes, from {ds.source}"
         )
     return 0
 
 
+class StudyProgress:
+    """One tqdm bar over a study's jobs: done / running / failed and time left."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled, self.bar = enabled, None
+
+    def start(self, total: int, cached: int) -> None:
+        from tqdm import tqdm
+
+        disable = None if self.enabled is None else not self.enabled
+        self.bar = tqdm(total=total, initial=cached, desc="study", unit="job", disable=disable, file=sys.stderr,
+                        dynamic_ncols=True)
+
+    def update(self, outcome, running: int, failed: int) -> None:
+        self.bar.set_postfix(running=running, failed=failed, last=outcome.job[:40], refresh=False)
+        self.bar.update()
+        if outcome.status == "failed":
+            logging.getLogger("spikebench.study").warning("%s failed: %s", outcome.job, outcome.error)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from spikebench.report import build_report
+    from spikebench.studies import Mode, execute_plan, plan_study
+    from spikebench.studies.executors import default_workers
+
+    base = load_config(args.config, args.set)
+    mode = Mode.make(args.quick, args.seeds)
+    plan = plan_study(args.name, base, mode)
+    out = Path(args.out) if args.out else Path("studies") / (args.name + ("-quick" if args.quick else ""))
+    workers = args.workers or default_workers()
+    outcomes = execute_plan(plan, out, engine=args.engine, workers=workers, address=args.address,
+                            progress=StudyProgress(False if args.quiet else None))
+    from spikebench.studies.analysis_step import analyze_study
+
+    analyze_study(out)
+    paths = build_report(out)
+    failed = [o for o in outcomes if o.status == "failed"]
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "cached", "failed", "skipped")}
+    print(f"study {args.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), file=sys.stderr)
+    for o in failed:
+        print(f"  failed: {o.job}: {o.error}", file=sys.stderr)
+    print(paths["html"])
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from spikebench.report import build_report
+
+    formats = ("md", "html") if args.format == "both" else (args.format,)
+    paths = build_report(Path(args.study_dir), formats)
+    for path in paths.values():
+        print(path)
+    return 0
+
+
+def _parse_eps(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise CLIError(f"--eps expects numbers separated by commas, got {text!r}") from exc
+
+
+def _parse_surrogate(text: str | None) -> tuple[str, float | None] | None:
+    if text is None:
+        return None
+    name, _, scale = text.partition("/")
+    try:
+        return name, float(scale) if scale else None
+    except ValueError as exc:
+        raise CLIError(f"--surrogate expects NAME or NAME/SCALE, got {text!r}") from exc
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from spikebench.attacks import AttackOptions
+    from spikebench.attacks.runner import attack_run
+
+    eps = _parse_eps(args.eps)
+    options = AttackOptions(
+        steps=args.steps,
+        step_size=args.step_size,
+        restarts=args.restarts,
+        random_start=not args.no_random_start,
+        queries=args.queries,
+        eot=args.eot,
+    )
+    bar = tqdm(
+        total=args.n * len(eps),
+        desc=args.attack,
+        unit="sample",
+        disable=True if args.quiet else None,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    with bar:
+        report, path = attack_run(
+            Path(args.run_dir),
+            args.attack,
+            eps,
+            source_run=Path(args.source_run) if args.source_run else None,
+            device=args.device,
+            norm=args.norm,
+            grad_source=args.grad_source,
+            options=options,
+            n=args.n,
+            seed=args.seed,
+            surrogate=_parse_surrogate(args.surrogate),
+            batch_size=args.batch_size,
+            reference=not args.no_reference,
+            progress=bar.update,
+        )
+    if args.json:
+        _print_json(report)
+        return 0
+    source = f" ({report['grad_source']} gradients)" if report["grad_source"] else ""
+    print(
+        f"{report['attack']}{source} on {report['rule']} / {report['dataset']}, {report['norm']}, "
+        f"n={report['n']}, clean accuracy {report['clean_accuracy']:.4f}"
+    )
+    for r in report["records"]:
+        asr = "n/a" if r["attack_success_rate"] is None else f"{r['attack_success_rate']:.4f}"
+        ref = f"  exact PGD {r['reference']['accuracy']:.4f}" if "reference" in r else ""
+        print(
+            f"  eps {r['eps']:<8g} accuracy {r['accuracy']:.4f}  success rate {asr}  "
+            f"mean norm {r['mean_perturbation_norm']:.4g}  queries {r['queries']:.0f}  "
+            f"{r['seconds']:.1f} s{ref}"
+        )
+    for note in report["notes"]:
+        print(f"note: {note}")
+    print(f"written to {path}")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from spikebench.analysis.analyze import ANALYSES, AnalyzeOptions, run_analysis
+
+    ANALYSES.get(args.analysis)  # an unknown name is a usage error, before anything runs
+    if not args.bandwidth > 0:
+        raise CLIError(f"--bandwidth must be positive, got {args.bandwidth}")
+    if args.samples is not None and args.samples <= 0:
+        raise CLIError(f"--samples must be positive, got {args.samples}")
+    opts = AnalyzeOptions(
+        kernel=args.kernel,
+        bandwidth=args.bandwidth,
+        debiased=args.debiased,
+        reference=Path(args.reference) if args.reference else None,
+        samples=args.samples,
+        device=args.device,
+    )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path("runs") / f"analysis-{args.analysis}-{stamp}"
+    output, written = run_analysis(args.analysis, [Path(d) for d in args.run_dirs], opts, out)
+    if args.json:
+        _print_json(output.record)
+        return 0
+    for line in output.lines:
+        print(line)
+    print(f"written to {out}: {', '.join(p.name for p in written)}")
+    return 0
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    import dataclasses
+    import os
+
+    from spikebench.perf import PerfOptions, run_perf
+    from spikebench.perf.report import format_report
+    from spikebench.rules import RULES
+    from spikebench.train.run import write_json
+
+    if args.repeats is not None and args.repeats < 1:
+        raise CLIError(f"--repeats must be >= 1, got {args.repeats}")
+    rules = tuple(r for r in args.rules.split(",") if r) if args.rules else None
+    for name in rules or ():
+        RULES.get(name)  # an unknown name is a usage error, before anything runs
+    opts = PerfOptions.quick(args.repeats) if args.quick else PerfOptions(repeats=args.repeats or 5)
+    opts = dataclasses.replace(opts, device=args.device, threads=args.threads, rules=rules)
+    out = Path(args.out)
+    parent = out.resolve().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise CLIError(f"cannot write {out}: {parent} is not a writable directory")
+
+    def progress(msg: str) -> None:
+        if not args.json:
+            print(f"perf: {msg}", file=sys.stderr, flush=True)
+
+    record = run_perf(opts, progress)
+    write_json(out, record)
+    if args.json:
+        _print_json(record)
+        return 0
+    print(format_report(record))
+    print(f"written to {out}")
+    return 0
+
+
 def _registries() -> dict[str, Any]:
+    from spikebench.analysis.analyze import ANALYSES
+    from spikebench.attacks import ATTACKS
     from spikebench.data import DATASETS, ENCODERS
     from spikebench.dynamics import SURROGATES
     from spikebench.rules import RULES
+    from spikebench.studies import STUDIES
 
-    return {"rules": RULES, "datasets": DATASETS, "encoders": ENCODERS, "surrogates": SURROGATES}
+    return {"rules": RULES, "datasets": DATASETS, "encoders": ENCODERS, "surrogates": SURROGATES,
+            "studies": STUDIES, "attacks": ATTACKS, "analyses": ANALYSES}
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -212,6 +418,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_data)
 
+    p = sub.add_parser("study", help="run a study (a grid of runs, attacks and analyses) and write its report")
+    p.add_argument("name", help="tradeoff, similarity, recurrence, attacks or all (see 'ls studies')")
+    p.add_argument("--quick", action="store_true", help="reduced grid: data subset, 1 epoch, 1 seed (minutes)")
+    p.add_argument("--seeds", type=int, help="seeds per grid point (full mode: at least 3 by default)")
+    p.add_argument("-c", "--config", help="base YAML config for every run of the grid")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config key")
+    p.add_argument("--engine", choices=["local", "ray"], default="local", help="local process pool or Ray")
+    p.add_argument("--address", help="Ray cluster address to join (with --engine ray)")
+    p.add_argument("--workers", type=int, help="parallel jobs (default: the number of cores)")
+    p.add_argument("--out", help="study directory (default: studies/NAME[-quick]); rerun to resume")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("report", help="build a study's report from its records")
+    p.add_argument("study_dir", help="a directory written by 'spikebench study'")
+    p.add_argument("--format", choices=["md", "html", "both"], default="both", help="what to write")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("attack", help="attack a trained run at several eps; write RUN_DIR/attacks/NAME.json")
+    p.add_argument("run_dir", help="a run directory written by 'spikebench train'")
+    p.add_argument("--attack", required=True, help="attack name (see 'ls attacks')")
+    p.add_argument("--eps", default="0.01,0.03,0.1", help="perturbation budgets, comma-separated")
+    p.add_argument("--norm", default="linf", help="threat norm: linf or l2")
+    p.add_argument(
+        "--grad-source", default="exact", help="gradient attacks: exact, rule (the run's rule) or transfer"
+    )
+    p.add_argument("--source-run", help="run to craft transfer examples on (--grad-source transfer)")
+    p.add_argument("--steps", type=int, default=20, help="PGD steps")
+    p.add_argument("--step-size", type=float, help="PGD / NES step (default 2.5 * eps / steps)")
+    p.add_argument("--restarts", type=int, default=1, help="PGD random restarts")
+    p.add_argument("--no-random-start", action="store_true", help="start PGD at the clean input")
+    p.add_argument("--queries", type=int, default=1000, help="query budget per sample (square, nes, spsa)")
+    p.add_argument("--eot", type=int, default=1, help="encoder draws per gradient (stochastic encoders)")
+    p.add_argument("--surrogate", metavar="NAME[/SCALE]", help="surrogate used in the attack's gradients")
+    p.add_argument("--n", type=int, default=1000, help="number of test samples attacked (the first n)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the attack's random draws")
+    p.add_argument("--batch-size", type=int, default=500, help="samples attacked at once")
+    p.add_argument("--no-reference", action="store_true", help="gradient-free attacks: no exact-PGD check")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="device (default: the run's train.device)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_attack)
+
+    p = sub.add_parser("analyze", help="compare runs: CKA, gradient alignment with BPTT, Fisher information")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories of 'spikebench train'")
+    p.add_argument("--analysis", default="cka", help="cka (default), alignment or fisher ('ls analyses')")
+    p.add_argument("--kernel", choices=("linear", "rbf"), default="linear", help="CKA kernel")
+    p.add_argument("--bandwidth", type=float, default=1.0, help="RBF width in units of the median distance")
+    p.add_argument("--debiased", action="store_true", help="CKA with the unbiased HSIC estimator")
+    p.add_argument("--reference", help="run every run is compared with in the CKA plot (default: bptt)")
+    p.add_argument("--samples", type=int, help="fisher: test samples (default: the run's train.fisher_size)")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="fisher: where to compute (default: the run's)")
+    p.add_argument("--out", help="folder for the record and plots (default: runs/analysis-NAME-TIME)")
+    p.add_argument("--json", action="store_true", help="print the record as JSON")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser(
+        "perf",
+        help="measure training speed and memory of every rule, beside snnTorch, Norse and SpikingJelly",
+    )
+    p.add_argument("--quick", action="store_true", help="fewer repeats, feed-forward only, no n=16384")
+    p.add_argument("--out", default="perf.json", help="JSON record to write (default: perf.json)")
+    p.add_argument("--repeats", type=int, help="timed repeats per measurement (default 5; quick 3)")
+    p.add_argument("--rules", help="comma-separated rules to measure (default: every registered rule)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="device (default cpu)")
+    p.add_argument("--json", action="store_true", help="print the record as JSON instead of tables")
+    p.set_defaults(func=cmd_perf)
+
     p = sub.add_parser("ls", help="list registered components")
     p.add_argument("kind", help="rules, datasets, encoders or surrogates")
     p.add_argument("--json", action="store_true", help="print as JSON")
@@ -233,6 +508,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SpikebenchError as exc:
         print(f"spikebench: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # disk full, permission denied, ... while writing results
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"spikebench: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("spikebench: interrupted", file=sys.stderr)

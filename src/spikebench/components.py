@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 
 from spikebench.config import Config, ConfigError, ModelConfig
-from spikebench.data import DATASETS, ENCODERS, Encoding
+from spikebench.data import DATASETS, ENCODERS, Encoding, check_data_config, dataset_spec
 from spikebench.dynamics import SURROGATES, LIFParams, make_surrogate
 from spikebench.nn import Network
+from spikebench.nn.conv import ConvNetwork
 from spikebench.registry import UnknownNameError
 from spikebench.rules import RULES, LearningRule
 
@@ -27,6 +28,7 @@ def validate(cfg: Config) -> None:
             f"rule {rule.name!r} does not support model.arch={cfg.model.arch!r} "
             f"(supports: {', '.join(rule.archs)})"
         )
+    check_data_config(cfg.data)
 
 
 def lif_params(model: ModelConfig) -> LIFParams:
@@ -39,7 +41,27 @@ def lif_params(model: ModelConfig) -> LIFParams:
     )
 
 
-def build_network(model: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> Network:
+def build_network(model: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> Network | ConvNetwork:
+    """The network of ``model`` for inputs of ``input_shape`` per step ([C, H, W] for ``arch: conv``)."""
+    if model.arch == "conv":
+        if len(input_shape) != 3:
+            raise ConfigError(f"model.arch=conv needs images [C, H, W] per step, got {list(input_shape)}")
+        if min(input_shape[1:]) // model.pool ** len(model.channels) < 1:
+            raise ConfigError(
+                f"model.pool={model.pool} over {len(model.channels)} blocks shrinks "
+                f"{input_shape[1]}x{input_shape[2]} images to nothing"
+            )
+        return ConvNetwork(
+            input_shape,  # type: ignore[arg-type]
+            model.channels,
+            model.kernel,
+            model.pool,
+            model.hidden,
+            n_classes,
+            recurrent=model.recurrent,
+            params=lif_params(model),
+            kappa=model.kappa,
+        )
     n_in = 1
     for d in input_shape:
         n_in *= d
@@ -58,7 +80,12 @@ def build_rule(cfg: Config, net: Network, gen: torch.Generator) -> LearningRule:
 
 
 def build_encoding(cfg: Config, gen: torch.Generator | None) -> Encoding:
-    return Encoding(ENCODERS.get(cfg.data.encoder)(), cfg.data.timesteps, gen)
+    return Encoding(
+        ENCODERS.get(cfg.data.encoder)(),
+        cfg.data.timesteps,
+        gen,
+        sequential=dataset_spec(cfg.data.name).sequential,
+    )
 
 
 def resolve_device(name: str) -> torch.device:

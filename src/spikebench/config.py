@@ -30,8 +30,31 @@ def _check(cond: bool, msg: str) -> None:
 
 
 @dataclass(frozen=True)
+class BackdoorConfig:
+    """Training-time backdoor poisoning (BadNets, Gu et al. 2017); ``fraction`` 0 = off.
+
+    ``fraction`` of the training samples get a ``size`` x ``size`` trigger patch of value ``value`` and
+    the label ``target`` (details: :mod:`spikebench.attacks.backdoor`).
+    """
+
+    fraction: float = 0.0
+    target: int = 0
+    size: int = 3
+    value: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.fraction <= 1.0, f"data.backdoor.fraction must be in [0, 1], got {self.fraction}")
+        _check(self.target >= 0, f"data.backdoor.target must be a class index >= 0, got {self.target}")
+        _check(self.size > 0, f"data.backdoor.size must be positive, got {self.size}")
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    """What the network sees. ``timesteps`` is T; ``encoder`` turns analogue input into T steps."""
+    """What the network sees. ``timesteps`` is T; ``encoder`` turns analogue input into T steps.
+
+    Event datasets: ``timesteps`` is the number of time bins, ``downsample`` an integer factor of
+    spatial (or channel) downsampling, ``binarize`` clips the event counts of a frame to 1.
+    """
 
     name: str = "fashion-mnist"
     root: str | None = None
@@ -39,9 +62,13 @@ class DataConfig:
     limit_test: int | None = None
     timesteps: int = 25
     encoder: str = "direct"
+    downsample: int = 1
+    binarize: bool = False
+    backdoor: BackdoorConfig = field(default_factory=BackdoorConfig)
 
     def __post_init__(self) -> None:
         _check(self.timesteps > 0, f"data.timesteps must be positive, got {self.timesteps}")
+        _check(self.downsample > 0, f"data.downsample must be a positive integer, got {self.downsample}")
         for key in ("limit_train", "limit_test"):
             value = getattr(self, key)
             _check(value is None or value > 0, f"data.{key} must be positive or null, got {value}")
@@ -49,10 +76,17 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The spiking network: LIF hidden layers (optionally with explicit recurrent weights) + readout."""
+    """The spiking network: LIF hidden layers (optionally with explicit recurrent weights) + readout.
 
-    arch: Literal["mlp"] = "mlp"
+    ``arch: conv`` puts LIF convolution blocks (``channels``, ``kernel``, max ``pool`` after each) before
+    the dense ``hidden`` layers.
+    """
+
+    arch: Literal["mlp", "conv"] = "mlp"
     hidden: tuple[int, ...] = (256, 256)
+    channels: tuple[int, ...] = (32, 64)
+    kernel: int = 3
+    pool: int = 2
     recurrent: bool = False
     alpha: float = 0.9
     theta: float = 1.0
@@ -69,6 +103,10 @@ class ModelConfig:
         _check(0.0 <= self.kappa <= 1.0, f"model.kappa must be in [0, 1], got {self.kappa}")
         _check(self.theta > 0, f"model.theta must be positive, got {self.theta}")
         _check(self.surrogate_scale > 0, "model.surrogate_scale must be positive")
+        _check(len(self.channels) > 0, "model.channels must list at least one convolution block")
+        _check(all(c > 0 for c in self.channels), f"model.channels must be positive: {self.channels}")
+        _check(self.kernel > 0 and self.kernel % 2 == 1, f"model.kernel must be odd, got {self.kernel}")
+        _check(self.pool > 0, f"model.pool must be positive (1 = no pooling), got {self.pool}")
 
 
 @dataclass(frozen=True)
@@ -77,21 +115,34 @@ class RuleConfig:
 
     ``k``: window length of ``tbptt``. ``update``: when a rule applies its update (``tbptt``:
     window|sequence, ``ottt``: step|sequence, ...; null = the rule's default). ``feedback``:
-    symmetric|random feedback for ``fa`` and ``eprop`` (null = the rule's default).
+    symmetric|random feedback for ``fa`` and ``eprop`` (null = the rule's default). ``trace``:
+    what ``dfa`` multiplies its error with, none (the presynaptic input at t) | presynaptic (a trace of
+    it decaying with the membrane's alpha); null = the rule's default.
     """
 
     name: str = "bptt"
     k: int = 5
     update: str | None = None
     feedback: str | None = None
+    trace: str | None = None
 
     def __post_init__(self) -> None:
         _check(self.k > 0, f"rule.k must be positive, got {self.k}")
 
 
+Trackable = Literal["cka", "grad_alignment", "fisher"]
+"""Analyses that can be recorded during training (``train.track``; :mod:`spikebench.analysis.tracking`)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """The training loop: optimiser, schedule, batch size, epochs, seed and device."""
+    """The training loop: optimiser, schedule, batch size, epochs, seed and device.
+
+    ``track``: analyses recorded during training -- ``cka`` (hidden-layer spike counts on the first
+    ``probe_size`` test samples, before training and after every epoch), ``grad_alignment`` (the
+    rule's update against the BPTT gradient every ``track_every`` batches), ``fisher`` (Fisher
+    information on the first ``fisher_size`` test samples, before training and after every epoch).
+    """
 
     epochs: int = 1
     batch_size: int = 64
@@ -102,6 +153,10 @@ class TrainConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_batch_size: int = 1000
+    track: tuple[Trackable, ...] = ()
+    track_every: int = 50
+    probe_size: int = 1000
+    fisher_size: int = 32
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, f"train.epochs must be positive, got {self.epochs}")
@@ -109,6 +164,13 @@ class TrainConfig:
         _check(self.eval_batch_size > 0, "train.eval_batch_size must be positive")
         _check(self.lr > 0, f"train.lr must be positive, got {self.lr}")
         _check(self.weight_decay >= 0, "train.weight_decay must be >= 0")
+        valid = typing.get_args(Trackable)
+        _check(
+            all(name in valid for name in self.track),
+            f"train.track must list names from {', '.join(valid)}; got {list(self.track)}",
+        )
+        for key in ("track_every", "probe_size", "fisher_size"):
+            _check(getattr(self, key) > 0, f"train.{key} must be positive, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)

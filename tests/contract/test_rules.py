@@ -55,7 +55,7 @@ def test_every_parameter_gets_a_finite_gradient(name, recurrent):
 def test_trains_and_lowers_the_loss(name, recurrent):
     net, rule = build(name, recurrent)
     train, test = problem(256, 1), problem(128, 2)
-    cfg = TrainConfig(epochs=4, batch_size=32, lr=5e-3, schedule="constant")
+    cfg = TrainConfig(epochs=6, batch_size=32, lr=5e-3, schedule="constant")
     enc = Encoding(Direct(), 8)
     records = fit(cfg, net, rule, train, test, enc, enc, torch.Generator().manual_seed(0))
     assert records[-1].train_loss < 0.8 * records[0].train_loss

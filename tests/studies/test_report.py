@@ -37,7 +37,7 @@ def run(rule, recurrent=False, seed=0, acc=0.8, dataset="fashion-mnist", attacks
     }
     rec = RunRecord(key or f"{rule}-{recurrent}-{seed}-{dataset}", cfg, summary)
     for name, curve in (attacks or {}).items():
-        rec.attacks[name] = {"results": [{"eps": e, "accuracy": a} for e, a in curve.items()]}
+        rec.attacks[name] = {"records": [{"eps": e, "accuracy": a} for e, a in curve.items()]}
     return rec
 
 
@@ -90,9 +90,9 @@ def test_c3_without_attack_records_is_inconclusive():
 
 @pytest.mark.parametrize("local_gap,expected", [(0.3, SUPPORTED), (0.0, NOT_SUPPORTED), (0.04, INCONCLUSIVE)])
 def test_c4_verdicts(local_gap, expected):
-    runs = [run("bptt", attacks={"pgd-exact": {0.1: 0.1}, "square-exact": {0.1: 0.2}})]
+    runs = [run("bptt", attacks={"pgd-exact": {0.1: 0.1}, "square": {0.1: 0.2}})]
     for r in ("ottt", "eprop", "dfa"):
-        runs.append(run(r, attacks={"pgd-exact": {0.1: 0.1}, "square-exact": {0.1: 0.2 + local_gap}}))
+        runs.append(run(r, attacks={"pgd-exact": {0.1: 0.1}, "square": {0.1: 0.2 + local_gap}}))
     assert c4_attacks(runs).status == expected
 
 
@@ -121,7 +121,7 @@ def test_report_builds_from_records_and_html_is_self_contained(tmp_path):
             r,
             rec,
             acc=0.9 - 0.02 * RANK[r] + 0.01 * rec,
-            attacks={"pgd-exact": {0.03: 0.3 + 0.05 * rec, 0.1: 0.1}, "square-exact": {0.03: 0.6, 0.1: 0.4}},
+            attacks={"pgd-exact": {0.03: 0.3 + 0.05 * rec, 0.1: 0.1}, "square": {0.03: 0.6, 0.1: 0.4}},
         )
         for r in RANK
         for rec in (False, True)

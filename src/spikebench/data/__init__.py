@@ -1,6 +1,15 @@
 """Datasets and encoders."""
 
-from spikebench.data.datasets import DATASETS, Dataset, Split, load_dataset
+from spikebench.data import events  # noqa: F401  (registers the event datasets)
+from spikebench.data.datasets import (
+    DATASETS,
+    Dataset,
+    DatasetSpec,
+    Split,
+    check_data_config,
+    dataset_spec,
+    load_dataset,
+)
 from spikebench.data.encoders import ENCODERS, Encoder, Encoding
 from spikebench.data.idx import DataError
 
@@ -9,8 +18,11 @@ __all__ = [
     "ENCODERS",
     "DataError",
     "Dataset",
+    "DatasetSpec",
     "Encoder",
     "Encoding",
     "Split",
+    "check_data_config",
+    "dataset_spec",
     "load_dataset",
 ]

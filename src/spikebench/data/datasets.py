@@ -1,9 +1,18 @@
 """Datasets (registry "dataset"): each loader turns a :class:`~spikebench.config.DataConfig` into a
-:class:`Dataset` of analogue inputs in [0, 1] and integer labels, held in memory as tensors.
+:class:`Dataset` held in memory as tensors: float32 inputs and int64 labels.
+
+A sample is either **static**, ``x`` [N, C, H, W] for images (values in [0, 1]) -- the encoder spreads it
+over T steps -- or a **sequence**, ``x`` [N, T, ...] (``Dataset.sequential``): image rows, one per step,
+or event frames binned into T steps (:mod:`spikebench.data.events`). ``Dataset.input_shape`` is the
+shape of what the network sees at one step either way.
+
+Each registered dataset is a :class:`DatasetSpec`: its loader plus what is known before loading (is it
+sequential, does the data fix T), so that configs are checked before anything is loaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import logging
@@ -19,18 +28,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from spikebench.config import DataConfig
+from spikebench.config import ConfigError, DataConfig
+from spikebench.data.encoders import ENCODERS
 from spikebench.data.idx import DataError, parse_idx, read_bytes
 from spikebench.registry import Registry
 
 log = logging.getLogger(__name__)
 
-DATASETS: Registry[Callable[[DataConfig], Dataset]] = Registry("dataset")
-
 
 @dataclass
 class Split:
-    """One split: ``x`` [N, ...] float32 in [0, 1], ``y`` [N] int64."""
+    """One split: ``x`` [N, ...] float32 (static [N, C, H, W] or sequence [N, T, ...]), ``y`` [N] int64."""
 
     x: Tensor
     y: Tensor
@@ -44,31 +52,93 @@ class Split:
 
 @dataclass
 class Dataset:
+    """Both splits of a dataset, its number of classes, where it was read from, and its kind."""
+
     name: str
     train: Split
     test: Split
     n_classes: int
     source: str = ""
+    sequential: bool = False  # samples are sequences x [N, T, ...] rather than static inputs
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.train.x.shape[1:])
+        """Shape of the network input at one step: ``x.shape[1:]``, or ``x.shape[2:]`` for sequences."""
+        return tuple(self.train.x.shape[2 if self.sequential else 1 :])
+
+    @property
+    def timesteps(self) -> int | None:
+        """Length T of the sequences (None for static inputs, whose T the config chooses)."""
+        return int(self.train.x.shape[1]) if self.sequential else None
+
+
+Loader = Callable[[DataConfig], Dataset]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: its loader, whether its samples are sequences, and the sequence length
+    when the data fixes it (``timesteps``; None when ``data.timesteps`` chooses it)."""
+
+    load: Loader
+    sequential: bool = False
+    timesteps: int | None = None
+
+    def __call__(self, cfg: DataConfig) -> Dataset:
+        return self.load(cfg)
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def dataset(
+    name: str, *, sequential: bool = False, timesteps: int | None = None
+) -> Callable[[Loader], Loader]:
+    """Decorator: register a loader under ``name`` (description: its docstring's first line)."""
+
+    def decorator(fn: Loader) -> Loader:
+        doc = (fn.__doc__ or "").strip().splitlines()
+        DATASETS.add(name, DatasetSpec(fn, sequential, timesteps), doc[0] if doc else name)
+        return fn
+
+    return decorator
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The registered spec of ``name`` (a plain loader registered directly counts as static)."""
+    entry = DATASETS.get(name)
+    return entry if isinstance(entry, DatasetSpec) else DatasetSpec(entry)
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Load ``cfg.name`` and apply ``limit_train`` / ``limit_test`` (first N samples)."""
-    ds = DATASETS.get(cfg.name)(cfg)
-    return Dataset(
-        ds.name,
-        ds.train.head(cfg.limit_train),
-        ds.test.head(cfg.limit_test),
-        ds.n_classes,
-        ds.source,
-    )
+    ds = dataset_spec(cfg.name)(cfg)
+    return dataclasses.replace(ds, train=ds.train.head(cfg.limit_train), test=ds.test.head(cfg.limit_test))
+
+
+def check_data_config(cfg: DataConfig) -> None:
+    """Check a data config against what the dataset and encoder accept (raises :class:`ConfigError`).
+
+    Sequences whose length the data fixes (image rows) need ``data.timesteps`` equal to it; the encoder
+    must accept the dataset's kind of sample (``latency`` needs static inputs, ``delta`` sequences).
+    """
+    spec = dataset_spec(cfg.name)
+    encoder = ENCODERS.get(cfg.encoder)
+    if spec.timesteps is not None and cfg.timesteps != spec.timesteps:
+        raise ConfigError(
+            f"dataset {cfg.name!r} has {spec.timesteps} steps per sample: "
+            f"set data.timesteps={spec.timesteps} (got {cfg.timesteps})"
+        )
+    if spec.sequential and not encoder.sequences:
+        raise ConfigError(
+            f"encoder {cfg.encoder!r} takes static inputs only; {cfg.name!r} is a sequence dataset"
+        )
+    if not spec.sequential and not encoder.static:
+        raise ConfigError(f"encoder {cfg.encoder!r} takes sequences only; {cfg.name!r} has static inputs")
 
 
 # ---------------------------------------------------------------------------------------------
-# IDX datasets (Fashion-MNIST): local folders first, then a download into the cache
+# IDX datasets (Fashion-MNIST, MNIST): local folders first, then a download into the cache
 
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -83,7 +153,8 @@ class IdxSource:
     """Where an IDX dataset lives: its folder name, official URL prefix, and content checksums.
 
     ``sha256`` holds the SHA-256 of each file's *decompressed* content (repackaged .gz files, such as
-    Debian's, differ in their compressed bytes but not in content).
+    Debian's, differ in their compressed bytes but not in content); a file without an entry is checked
+    for structure and sample count only.
     """
 
     name: str
@@ -103,6 +174,17 @@ FASHION_MNIST = IdxSource(
         "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
         "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
     },
+    counts=(60000, 10000),
+)
+
+# MNIST (LeCun et al. 1998), official files from the PyTorch project's mirror. No content checksums are
+# recorded for it: MNIST files are checked for IDX structure, matching image and label counts and the
+# label range only.
+MNIST = IdxSource(
+    name="mnist",
+    url="https://ossci-datasets.s3.amazonaws.com/mnist/",
+    system_dirs=(),
+    sha256={},
     counts=(60000, 10000),
 )
 
@@ -148,7 +230,8 @@ def _download(src: IdxSource, dest: Path) -> None:
                 while chunk := resp.read(1 << 20):
                     out.write(chunk)
             content = gzip.decompress(Path(tmp).read_bytes())
-            if hashlib.sha256(content).hexdigest() != src.sha256[stem]:
+            expected = src.sha256.get(stem)
+            if expected is not None and hashlib.sha256(content).hexdigest() != expected:
                 raise DataError(f"downloaded {url} does not match the official content checksum")
             os.replace(tmp, dest / f"{stem}.gz")
         finally:
@@ -165,7 +248,12 @@ def _read_split(files: dict[str, Path], src: IdxSource, split: str) -> Split:
         content = read_bytes(path)
         array = parse_idx(content, str(path))
         official_count = src.counts[0 if split == "train" else 1]
-        if array.shape[0] == official_count and hashlib.sha256(content).hexdigest() != src.sha256[stem]:
+        expected = src.sha256.get(stem)
+        if (
+            expected is not None
+            and array.shape[0] == official_count
+            and hashlib.sha256(content).hexdigest() != expected
+        ):
             raise DataError(f"{path} is corrupt: its content does not match the official {src.name} checksum")
         arrays.append(array)
     images, labels = arrays
@@ -173,7 +261,7 @@ def _read_split(files: dict[str, Path], src: IdxSource, split: str) -> Split:
         raise DataError(f"{src.name} {split}: {images.shape[0]} images but {labels.shape[0]} labels")
     if labels.size and labels.max() > 9:
         raise DataError(f"{src.name} {split}: label {labels.max()} out of range 0..9")
-    x = torch.from_numpy(images.reshape(images.shape[0], -1).astype(np.float32) / 255.0)
+    x = torch.from_numpy(images[:, None].astype(np.float32) / 255.0)  # [N, 1, H, W]
     return Split(x, torch.from_numpy(labels.astype(np.int64)))
 
 
@@ -190,10 +278,8 @@ def load_idx_dataset(src: IdxSource, cfg: DataConfig) -> Dataset:
     if files is None:
         where = cache_dir() / src.name
         looked = ", ".join(dict.fromkeys(str(d) for d in searched))
-        how = (
-            f"install Debian's dataset-{src.name} or put the four IDX files in a folder named "
-            f"by $SPIKEBENCH_DATA or data.root"
-        )
+        debian = f"install Debian's dataset-{src.name} or " if src.system_dirs else ""
+        how = f"{debian}put the four IDX files in a folder named by $SPIKEBENCH_DATA or data.root"
         if os.environ.get("SPIKEBENCH_NO_DOWNLOAD"):
             raise DataError(f"{src.name} not found (looked in {looked}); {how}")
         try:
@@ -208,7 +294,56 @@ def load_idx_dataset(src: IdxSource, cfg: DataConfig) -> Dataset:
     )
 
 
-@DATASETS.register("fashion-mnist")
+@dataset("fashion-mnist")
 def fashion_mnist(cfg: DataConfig) -> Dataset:
     """Fashion-MNIST (Xiao et al. 2017): 28x28 grey images of 10 clothing classes, 60k/10k."""
     return load_idx_dataset(FASHION_MNIST, cfg)
+
+
+@dataset("mnist")
+def mnist(cfg: DataConfig) -> Dataset:
+    """MNIST (LeCun et al. 1998): 28x28 grey images of handwritten digits, 60k/10k."""
+    return load_idx_dataset(MNIST, cfg)
+
+
+def as_rows(ds: Dataset) -> Dataset:
+    """Image dataset -> row sequences: ``x`` [N, C, H, W] -> [N, H, C*W], one image row per step
+    (T = H): the row-wise form of sequential MNIST (Le, Jaitly & Hinton 2015 feed one pixel per step)."""
+
+    def rows(split: Split) -> Split:
+        n, c, h, w = split.x.shape
+        return Split(split.x.permute(0, 2, 1, 3).reshape(n, h, c * w), split.y)
+
+    return dataclasses.replace(
+        ds, name=f"sequential-{ds.name}", train=rows(ds.train), test=rows(ds.test), sequential=True
+    )
+
+
+@dataset("sequential-fashion-mnist", sequential=True, timesteps=28)
+def sequential_fashion_mnist(cfg: DataConfig) -> Dataset:
+    """Fashion-MNIST read row by row: T = 28 steps of 28 inputs (needs data.timesteps=28)."""
+    return as_rows(fashion_mnist(cfg))
+
+
+@dataset("sequential-mnist", sequential=True, timesteps=28)
+def sequential_mnist(cfg: DataConfig) -> Dataset:
+    """MNIST read row by row: T = 28 steps of 28 inputs (needs data.timesteps=28)."""
+    return as_rows(mnist(cfg))
+
+
+DIGITS_TRAIN = 1438  # of 1797: a fixed 80/20 split
+
+
+@dataset("digits")
+def digits(cfg: DataConfig) -> Dataset:
+    """scikit-learn's bundled 8x8 handwritten digits (UCI optdigits test set), 1438/359, offline."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:
+        raise DataError("dataset 'digits' needs scikit-learn: pip install scikit-learn") from exc
+    bunch = load_digits()
+    x = torch.from_numpy((bunch.images / 16.0).astype(np.float32)[:, None])  # [1797, 1, 8, 8] in [0, 1]
+    y = torch.from_numpy(bunch.target.astype(np.int64))
+    order = torch.from_numpy(np.random.default_rng(0).permutation(len(y)))  # fixed, seeded split
+    train, test = order[:DIGITS_TRAIN], order[DIGITS_TRAIN:]
+    return Dataset("digits", Split(x[train], y[train]), Split(x[test], y[test]), 10, "scikit-learn (bundled)")

@@ -85,19 +85,30 @@ def scan_steps(
     return torch.stack(out), state
 
 
+def _plain_heaviside(s: Surrogate) -> bool:
+    """True when ``s`` keeps the base class's forward ``H(x) = 1[x >= 0]`` (then ``z = 1[v >= theta]``
+    is written in place; for finite floats ``v - theta >= 0`` exactly when ``v >= theta``)."""
+    return type(s).heaviside is Surrogate.heaviside
+
+
 class _LIFScan(torch.autograd.Function):
     """All T steps of one layer in one node; backward is BPTT written out by hand.
 
     Backward recursion, with ``psi[t] = S'(v[t] - theta)`` and ``gv[T] = 0``:
 
         gz_total[t] = gz[t] + gv[t+1] @ V + gv[t+1] * dv[t+1]/dr[t]     (last term unless detached)
-
-    (``V`` here is the recurrent feedback matrix: ``rec`` itself, or ``rec_feedback`` when given)
         gv[t]       = psi[t] * gz_total[t] + gv[t+1] * dv[t+1]/dv[t]
         gI[t] = gv[t];   gV = sum_t gv[t]^T z[t-1]
 
+    (``V`` here is the recurrent feedback matrix: ``rec`` itself, or ``rec_feedback`` when given),
     where soft reset gives dv[t+1]/dv[t] = alpha, dv[t+1]/dr[t] = -theta, and reset to zero gives
     dv[t+1]/dv[t] = alpha (1 - z[t]), dv[t+1]/dr[t] = -alpha v[t].
+
+    Both passes write every step into preallocated [T, B, N] buffers with in-place / ``out=`` kernels
+    (no per-step result tensors, no copies). In the backward recursion every product is rounded
+    before it is added, as autograd of the step loop does. ``psi`` is evaluated in the backward pass,
+    step by step from the saved potentials: inference pays nothing for it, and its temporaries stay
+    [B, N] (full-size temporaries cost page faults on CPU).
     """
 
     @staticmethod
@@ -111,20 +122,39 @@ class _LIFScan(torch.autograd.Function):
         rec_feedback: Tensor | None = None,
     ):
         T = currents.shape[0]
-        vs = torch.empty_like(currents)
-        zs = torch.empty_like(currents)
-        v, z = v0, z0
+        like = {"dtype": currents.dtype, "device": currents.device}
+        vs = torch.empty(currents.shape, **like)
+        zs = torch.empty(currents.shape, **like)
         soft = p.reset == "soft"
+        plain = _plain_heaviside(p.surrogate)
+        keep = None if soft else torch.empty(currents.shape[1:], **like)  # 1 - z[t-1]
+        v_prev, z_prev = v0, z0
         for t in range(T):
-            c = currents[t] if rec is None else torch.addmm(currents[t], z, rec.t())
-            if soft:
-                v = torch.add(c, v, alpha=p.alpha).sub_(z, alpha=p.theta)
+            v = vs[t]
+            if rec is None:
+                c = currents[t]
             else:
-                v = torch.addcmul(c, v, 1.0 - z, value=p.alpha)
-            z = p.surrogate.heaviside(v - p.theta)
-            vs[t] = v
-            zs[t] = z
+                c = torch.addmm(currents[t], z_prev, rec.t(), out=v)
+            if soft:
+                if c is v:
+                    v.add_(v_prev, alpha=p.alpha)
+                else:
+                    torch.add(c, v_prev, alpha=p.alpha, out=v)
+                v.sub_(z_prev, alpha=p.theta)
+            else:
+                torch.neg(z_prev, out=keep).add_(1.0)  # 1 - z, exactly
+                if c is v:
+                    v.addcmul_(v_prev, keep, value=p.alpha)
+                else:
+                    torch.addcmul(c, v_prev, keep, value=p.alpha, out=v)
+            if plain:
+                torch.ge(v, p.theta, out=zs[t])
+            else:
+                zs[t] = p.surrogate.heaviside(v - p.theta)
+            v_prev, z_prev = v, zs[t]
         ctx.mark_non_differentiable(vs)
+        # No zero gradient is materialised for the potentials output (a full-size fill per call).
+        ctx.set_materialize_grads(False)
         ctx.p = p
         ctx.has_rec = rec is not None
         fb = rec_feedback if rec_feedback is not None else rec
@@ -136,22 +166,39 @@ class _LIFScan(torch.autograd.Function):
         vs, zs, z0, rec_fb = ctx.saved_tensors
         p: LIFParams = ctx.p
         T = vs.shape[0]
-        psi = p.surrogate.derivative(vs - p.theta)
-        gI = torch.empty_like(vs)
         soft = p.reset == "soft"
-        gv_next = None
+        if gz is None:  # the spikes were not used
+            gz = torch.zeros_like(vs)
+        gI = torch.empty(vs.shape, dtype=vs.dtype, device=vs.device)
+        gzt = torch.empty_like(gI[0])  # gz_total[t]
+        tmp = torch.empty_like(gI[0])
         for t in range(T - 1, -1, -1):
-            gzt = gz[t]
-            if gv_next is not None:
+            psi = p.surrogate.derivative(vs[t] - p.theta)
+            gv = gI[t]
+            if t == T - 1:
+                torch.mul(psi, gz[t], out=gv)
+                continue
+            gv_next = gI[t + 1]
+            if ctx.has_rec or not p.detach_reset:
                 if ctx.has_rec:
-                    gzt = torch.addmm(gzt, gv_next, rec_fb)
+                    torch.addmm(gz[t], gv_next, rec_fb, out=gzt)
+                else:
+                    gzt.copy_(gz[t])
                 if not p.detach_reset:
-                    gzt = gzt - gv_next * (p.theta if soft else p.alpha * vs[t])
-            gv = psi[t] * gzt
-            if gv_next is not None:
-                gv = gv + gv_next * (p.alpha if soft else p.alpha * (1.0 - zs[t]))
-            gI[t] = gv
-            gv_next = gv
+                    if soft:
+                        torch.mul(gv_next, p.theta, out=tmp)
+                    else:
+                        torch.mul(vs[t], p.alpha, out=tmp).mul_(gv_next)
+                    gzt.sub_(tmp)
+                torch.mul(psi, gzt, out=gv)
+            else:
+                torch.mul(psi, gz[t], out=gv)
+            # gv += gv_next * dv[t+1]/dv[t], with the product rounded first as in the step loop
+            if soft:
+                torch.mul(gv_next, p.alpha, out=tmp)
+            else:
+                torch.mul(torch.neg(zs[t], out=tmp).add_(1.0), p.alpha, out=tmp).mul_(gv_next)
+            gv.add_(tmp)
         g_rec = None
         if ctx.has_rec and ctx.needs_input_grad[1]:
             z_prev = torch.cat([z0.unsqueeze(0), zs[:-1]])

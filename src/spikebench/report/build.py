@@ -17,10 +17,11 @@ ATTACK_COLUMNS = [
     "pgd-rule",
     "pgd-transfer",
     "fgsm-exact",
-    "square-exact",
-    "nes-exact",
-    "spsa-exact",
-    "noise-exact",
+    "square",
+    "nes",
+    "spsa",
+    "gaussian-noise",
+    "uniform-noise",
 ]
 
 
@@ -136,7 +137,7 @@ def recurrence_section(runs: list[RunRecord], out: Path) -> list[Block]:
             sub = [r for r in rs if r.recurrent == recurrent]
             cells.append(_fmt(stat(r.summary["test_accuracy"] for r in sub)))
             cells.append(_fmt(stat(_mean_curve(r, "pgd-exact") for r in sub)))
-            cells.append(_fmt(stat(_mean_curve(r, "square-exact") for r in sub)))
+            cells.append(_fmt(stat(_mean_curve(r, "square") for r in sub)))
         rows.append(cells)
     blocks.append(
         Table(
@@ -154,7 +155,7 @@ def recurrence_section(runs: list[RunRecord], out: Path) -> list[Block]:
         )
     )
     blocks.append(Para("Attack columns are accuracies averaged over the eps sweep."))
-    for attack in ("pgd-exact", "square-exact"):
+    for attack in ("pgd-exact", "square"):
         png = plots.robustness_curves(runs, attack, out / f"recurrence-{attack}.png")
         if png:
             blocks.append(Image(png, f"robustness under {attack}"))
@@ -216,7 +217,7 @@ def attacks_section(runs: list[RunRecord], backdoor: list[RunRecord], out: Path)
 def _gradient_masking(rs: list[RunRecord]) -> bool:
     for r in rs:
         pgd = r.attack_curve("pgd-exact")
-        for free in ("square-exact", "nes-exact", "spsa-exact"):
+        for free in ("square", "nes", "spsa"):
             curve = r.attack_curve(free)
             if any(e in pgd and acc < pgd[e] - 1e-9 for e, acc in curve.items()):
                 return True

@@ -62,7 +62,7 @@ class RunRecord:
         rec = self.attacks.get(name)
         if not rec:
             return {}
-        return {float(r["eps"]): float(r["accuracy"]) for r in rec.get("results", [])}
+        return {float(r["eps"]): float(r["accuracy"]) for r in rec.get("records", [])}
 
 
 @dataclass

@@ -180,7 +180,7 @@ def c4_attacks(runs: list[RunRecord], local_rank: int = 3) -> Verdict:
     for r in runs:
         if not r.ok:
             continue
-        sq, pgd = robust_accuracy(r, "square-exact"), robust_accuracy(r, "pgd-exact")
+        sq, pgd = robust_accuracy(r, "square"), robust_accuracy(r, "pgd-exact")
         if sq is not None and pgd is not None:
             gaps.setdefault(r.rule, []).append(sq - pgd)
     gap = {k: statistics.fmean(v) for k, v in gaps.items()}

@@ -63,15 +63,15 @@ class LearningRule(ABC):
     def __init__(self, cfg: RuleConfig, net: Network, gen: torch.Generator) -> None:
         self.cfg = cfg
 
-    #: which of the optional ``RuleConfig`` choices (``update``, ``feedback``) this rule reads
+    #: which of the optional ``RuleConfig`` choices (``update``, ``feedback``, ``trace``) this rule reads
     options: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def check_config(cls, cfg: RuleConfig) -> None:
         """Raise :class:`ConfigError` for options this rule cannot take. The base class rejects a
-        non-null ``update``/``feedback`` the rule does not list in ``options``; rules that read an option
+        non-null ``update``/``feedback``/``trace`` the rule does not list in ``options``; rules that read an option
         extend this to check its value."""
-        for key in ("update", "feedback"):
+        for key in ("update", "feedback", "trace"):
             if key not in cls.options and getattr(cfg, key) is not None:
                 raise ConfigError(f"rule {cls.name!r} takes no rule.{key} option")
 

@@ -34,12 +34,16 @@ class Mode:
     pgd_steps: int
     queries: int
     seq_rules: tuple[str, ...] | None  # rules run on the sequential dataset (None: all)
+    blackbox: tuple[str, ...]  # gradient-free attacks of the C4 study
+    track_every: int  # batches between gradient-alignment measurements
 
     @staticmethod
     def make(quick: bool, seeds: int | None) -> Mode:
         if quick:
-            return Mode(True, seeds or 1, 1, 4000, 1000, 200, (0.03, 0.1), 10, 300, ("bptt", "eprop"))
-        return Mode(False, max(seeds or 3, 1), 10, None, None, 1000, (0.01, 0.03, 0.1), 20, 1000, None)
+            return Mode(True, seeds or 1, 1, 4000, 1000, 200, (0.03, 0.1), 10, 300, ("bptt", "eprop"),
+                        ("square", "gaussian-noise"), 10)
+        return Mode(False, max(seeds or 3, 1), 10, None, None, 1000, (0.01, 0.03, 0.1), 20, 1000, None,
+                    ("square", "nes", "spsa", "gaussian-noise", "uniform-noise"), 100)
 
     def settings(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
@@ -55,7 +59,13 @@ def rules() -> list[str]:
 
 
 def sized(base: Config, mode: Mode) -> dict:
-    axes = {"train.epochs": [mode.epochs], "train.seed": list(range(mode.seeds))}
+    axes = {
+        "train.epochs": [mode.epochs],
+        "train.seed": list(range(mode.seeds)),
+        # every run records what C1 needs, so that all studies can share the same trained networks
+        "train.track": [["cka", "grad_alignment", "fisher"]],
+        "train.track_every": [mode.track_every],
+    }
     if mode.limit_train is not None:
         axes["data.limit_train"] = [mode.limit_train]
     if mode.limit_test is not None:
@@ -125,7 +135,7 @@ def recurrence(plan: Plan, base: Config, mode: Mode) -> None:
         add_gradient_attacks(plan, keys, mode, ("exact",))
         for key in keys:
             plan.jobs.append(AttackJob(key, "fgsm", mode.eps, "exact", None, n=mode.attack_n))
-        add_blackbox_attacks(plan, keys, mode, ("square", "noise"))
+        add_blackbox_attacks(plan, keys, mode, ("square", "gaussian-noise"))
 
 
 @STUDIES.register("attacks")
@@ -138,7 +148,7 @@ def attacks(plan: Plan, base: Config, mode: Mode) -> None:
     }
     transfer = {key: bptt_by_seed.get(cfg.train.seed) for cfg, key in zip(configs, keys, strict=True)}
     add_gradient_attacks(plan, keys, mode, ("exact", "rule", "transfer"), transfer)
-    add_blackbox_attacks(plan, keys, mode, ("square", "nes", "spsa", "noise"))
+    add_blackbox_attacks(plan, keys, mode, mode.blackbox)
     plan.add_runs(
         "backdoor",
         grid(base, mode, rule__name=rules(), model__recurrent=[False], data__backdoor__fraction=[0.05]),

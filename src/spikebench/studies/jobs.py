@@ -131,20 +131,25 @@ class AttackJob(Job):
         return f"{self.attack}-{self.source} {self.key}"
 
     def record(self, study_dir: Path) -> Path:
-        return run_dir(study_dir, self.key) / "attacks" / f"{self.attack}-{self.source}.json"
+        from spikebench.attacks.runner import report_stem
+
+        return run_dir(study_dir, self.key) / "attacks" / f"{report_stem(self.attack, self.source, 'linf')}.json"
 
     def run(self, study_dir: Path) -> None:
-        from spikebench.attacks import run_attack
+        from spikebench.attacks.base import AttackOptions
+        from spikebench.attacks.runner import attack_run
 
+        options = AttackOptions(**{k: v for k, v in (("steps", self.steps), ("queries", self.queries)) if v})
         source = None if self.source_key is None else run_dir(study_dir, self.source_key)
-        run_attack(
+        # gradient-free attacks are compared with the study's own exact-gradient PGD record
+        attack_run(
             run_dir(study_dir, self.key),
             self.attack,
-            eps=list(self.eps),
-            grad_source=self.source,
+            list(self.eps),
             source_run=source,
-            steps=self.steps,
-            queries=self.queries,
+            grad_source=self.source,
+            options=options,
             n=self.n,
             seed=0,
+            reference=False,
         )

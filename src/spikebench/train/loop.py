@@ -52,6 +52,33 @@ class Hooks(Protocol):
     def epoch_end(self, record: EpochRecord) -> None: ...
 
 
+class Tracker(Protocol):
+    """Measurements taken during training (``train.track``; :class:`spikebench.analysis.tracking.Tracker`).
+
+    ``epoch(0, net)`` runs before training and ``epoch(e, net)`` after epoch e; ``batch`` runs before
+    training on a batch whenever ``due(step)`` (``step`` counts batches from 0 over the whole run). Both
+    must leave the training trajectory unchanged; their time and memory are not counted as training.
+    """
+
+    def due(self, step: int) -> bool: ...
+
+    def batch(self, step: int, net: Network, rule: LearningRule, x: Tensor, labels: Tensor) -> None: ...
+
+    def epoch(self, epoch: int, net: Network) -> None: ...
+
+
+def _aside(memory: PeakMemory | None, fn: Callable[..., None], *args: object) -> float:
+    """Run ``fn(*args)`` outside the training measurement (memory paused); return its seconds."""
+    if memory is not None:
+        memory.pause()
+    start = time.perf_counter()
+    fn(*args)
+    seconds = time.perf_counter() - start
+    if memory is not None:
+        memory.resume()
+    return seconds
+
+
 class NoHooks:
     def epoch_start(self, epoch: int, n_batches: int) -> None:
         pass
@@ -110,12 +137,14 @@ def fit(
     start_epoch: int = 0,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     memory: PeakMemory | None = None,
+    tracker: Tracker | None = None,
 ) -> list[EpochRecord]:
     """Train ``net`` with ``rule`` for ``cfg.epochs`` epochs; evaluate on ``test`` after each.
 
     The rule fills ``.grad``; the optimiser steps whenever the rule calls ``apply``. The learning-rate
     schedule advances once per batch. ``memory``, if given, is paused during evaluation so that it
-    measures training alone.
+    measures training alone. ``tracker``, if given, measures before training, every
+    ``tracker.due`` batch and after each epoch, outside the training time and memory.
     """
     hooks = hooks or NoHooks()
     device = next(net.parameters()).device
@@ -129,6 +158,8 @@ def fit(
         optimizer.zero_grad(set_to_none=True)
 
     records = []
+    if tracker is not None and start_epoch == 0:
+        _aside(memory, tracker.epoch, 0, net)
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
         hooks.epoch_start(epoch + 1, n_batches)
@@ -139,6 +170,9 @@ def fit(
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             xb = train.x[idx].to(device, non_blocking=True)
             yb = train.y[idx].to(device, non_blocking=True)
+            step = epoch * n_batches + b
+            if tracker is not None and tracker.due(step):
+                t0 += _aside(memory, tracker.batch, step, net, rule, xb, yb)  # not training time
             optimizer.zero_grad(set_to_none=True)
             result = rule.train_batch(net, xb, yb, enc, apply)
             if not math.isfinite(result.loss):
@@ -160,6 +194,8 @@ def fit(
             seconds,
             seen / seconds,
         )
+        if tracker is not None:
+            tracker.epoch(epoch + 1, net)
         if memory is not None:
             memory.resume()
         records.append(record)

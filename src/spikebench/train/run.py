@@ -23,6 +23,7 @@ import torch
 
 import spikebench
 from spikebench import components
+from spikebench.attacks.backdoor import evaluate_backdoor, poison_dataset
 from spikebench.config import Config, from_dict, load_yaml, to_dict, to_yaml, validate
 from spikebench.data import Dataset, load_dataset
 from spikebench.nn import Network
@@ -85,7 +86,7 @@ def build(cfg: Config) -> Built:
     """Seed, load data, build network and rule on the configured device."""
     device = components.resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
-    data = load_dataset(cfg.data)
+    data = poison_dataset(load_dataset(cfg.data), cfg.data.backdoor, cfg.train.seed)
     net = components.build_network(cfg.model, data.input_shape, data.n_classes).to(device)
     rule = components.build_rule(cfg, net, generator(cfg.train.seed, 2, device))
     return Built(cfg, data, net, rule, device)
@@ -167,6 +168,11 @@ def train_run(cfg: Config, out: Path, *, force: bool = False, hooks: Hooks | Non
 
         enc = components.build_encoding(cfg, generator(cfg.train.seed, 1, built.device))
         eval_enc = components.build_encoding(cfg, generator(cfg.train.seed, 3, built.device))
+        tracker = None
+        if cfg.train.track:
+            from spikebench.analysis.tracking import Tracker  # here: analysis imports train.run
+
+            tracker = Tracker(cfg, tmp, built.data.test, built.device)
         with metrics, PeakMemory(built.device) as mem:
             records = fit(
                 cfg.train,
@@ -180,6 +186,7 @@ def train_run(cfg: Config, out: Path, *, force: bool = False, hooks: Hooks | Non
                 hooks,
                 on_epoch=on_epoch,
                 memory=mem,
+                tracker=tracker,
             )
         train_seconds = sum(r.seconds for r in records)
         torch.save(
@@ -187,6 +194,13 @@ def train_run(cfg: Config, out: Path, *, force: bool = False, hooks: Hooks | Non
             tmp / "checkpoint.pt",
         )
         summary = summary_record(built, records, mem, train_seconds)
+        summary["tracking"] = None if tracker is None else tracker.summary(train_seconds)
+        backdoor = cfg.data.backdoor
+        summary["backdoor"] = (
+            evaluate_backdoor(built.net, built.data.test, eval_enc, backdoor, cfg.train.eval_batch_size)
+            if backdoor.fraction > 0
+            else None
+        )
         write_json(tmp / "summary.json", summary)
         if out.exists():
             shutil.rmtree(out)

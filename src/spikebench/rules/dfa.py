@@ -1,0 +1,69 @@
+"""Direct feedback alignment (DFA), online, for spiking networks."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from spikebench.config import RuleConfig
+from spikebench.nn.network import Network
+from spikebench.rules.base import RULES, Locality, choose
+from spikebench.rules.online import StepView, TracedRule, random_matrix
+
+TRACES = ("none", "presynaptic")
+
+
+@RULES.register("dfa")
+class DFA(TracedRule):
+    """Direct feedback alignment: the output error reaches every hidden layer through a fixed random matrix.
+
+    Nøkland (2016), "Direct feedback alignment provides learning in deep neural networks" (NeurIPS),
+    applied at every time step. With the output error ``e[t] = dL/dy[t]`` [B, C] of the per-step loss
+    (:mod:`spikebench.rules.online`) and a fixed random ``B_l`` [N_l, C] per hidden layer:
+
+        delta_l[t] = (B_l e[t]) * psi_l[t]                 psi_l = S'(v_l - theta)
+        dW_l += delta_l[t]^T x_hat_{l-1}[t]     dV_l += delta_l[t]^T z_hat_l[t-1]     db_l += delta_l[t] a[t]
+
+    ``rule.trace`` = ``none``: ``x_hat = x`` (the layer's input at t), ``z_hat[t-1] = z_l[t-1]``, ``a = 1``
+    -- instantaneous temporal credit; ``presynaptic``: traces decaying with the membrane's ``alpha``
+    (``x_hat[t] = alpha x_hat[t-1] + x[t]``, the same for ``z`` and ``a``), which credit the leak of the
+    membrane. A hidden layer's update never involves forward weights above it (no weight transport);
+    ``B_l`` is uniform in +-1/sqrt(N_l), the scale of the readout's weights. The readout is trained by
+    its exact gradient. ``rule.update``: step|sequence (default sequence).
+
+    Input gradient (attacks): ``W_1^T delta_1[t]``, through the trace when there is one
+    (:meth:`OnlineRule.input_gradient`).
+    """
+
+    name = "dfa"
+    locality = Locality(
+        spatial="output error projected directly by fixed random matrices",
+        temporal="online, per step",
+        weight_transport="no",
+        memory="O(1)",
+        rank=5,
+    )
+    options: ClassVar[tuple[str, ...]] = ("update", "trace")
+    default_trace: ClassVar[str] = "presynaptic"
+
+    def __init__(self, cfg: RuleConfig, net: Network, gen: torch.Generator) -> None:
+        super().__init__(cfg, net, gen)
+        self.trace = choose(cfg.trace, TRACES, self.default_trace, "rule.trace", self.name)
+        like = net.readout.linear.weight
+        self.fixed = {
+            f"feedback.{i}": random_matrix(gen, layer.n_out, net.n_classes, layer.n_out, like)
+            for i, layer in enumerate(net.layers)
+        }
+
+    @classmethod
+    def check_config(cls, cfg: RuleConfig) -> None:
+        choose(cfg.trace, TRACES, cls.default_trace, "rule.trace", cls.name)
+        super().check_config(cfg)
+
+    def trace_decay(self, net: Network) -> float:
+        return net.layers[0].params.alpha if self.trace == "presynaptic" else 0.0
+
+    def signals(self, net: Network, view: StepView) -> list[Tensor]:
+        return [view.error @ self.fixed[f"feedback.{i}"].T for i in range(len(net.layers))]

@@ -1,0 +1,297 @@
+"""What the online rules (``ottt``, ``eprop``, ``dfa``, ``decolle``) share.
+
+An online rule runs the network one step at a time -- ``x[t] = enc.step(x, t)``, then
+:meth:`~spikebench.nn.network.Network.step` -- without autograd: state, traces and gradients are plain
+tensors, so no graph spans time steps and memory does not grow with T. At every step it sees
+:class:`StepView` and
+
+1. turns the output error into a learning signal ``L_l[t]`` [B, N_l] for every hidden layer l: what the
+   rule uses in place of ``dL/dz_l[t]`` (:meth:`OnlineRule.signals`, the only thing that differs between
+   ``dfa``, ``ottt`` and ``decolle``);
+2. adds its weight gradients to ``p.grad`` (:meth:`OnlineRule.accumulate`);
+3. adds the exact gradient of the readout (:class:`ReadoutTrace`).
+
+Loss (DESIGN §3): the per-step cross-entropy of the readout averaged over time,
+``L = (1/T) sum_t CE(y[t], label)`` (batch mean), whose gradient w.r.t. the readout at t is
+``e[t] = (softmax(y[t]) - onehot) / (B T)``. ``rule.update``: ``step`` applies an optimiser step after
+every time step (the weights change within the sequence, OTTT_O of Xiao et al. 2022); ``sequence``
+accumulates over the sequence and applies once at the end (OTTT_A), so the gradient applied is the sum
+of the per-step gradients.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from spikebench.config import RuleConfig
+from spikebench.data.encoders import Encoding
+from spikebench.nn.network import Network, Readout
+from spikebench.rules.base import Apply, BatchResult, LearningRule, choose
+
+UPDATES = ("step", "sequence")
+
+
+@dataclass
+class StepView:
+    """What one step ``t`` of the forward pass produced (all [B, .] and without autograd history).
+
+    ``inputs[l]``: presynaptic input of hidden layer l at t (the flattened encoded input ``x[t]`` for
+    l = 0, the spikes ``z_{l-1}[t]`` above); ``prev[l]``: ``z_l[t-1]``, the input of the recurrent
+    weights; ``spikes[l]``: ``z_l[t]``; ``psi[l]``: the surrogate derivative ``S'(v_l[t] - theta)``;
+    ``y``: the readout [B, C]; ``onehot``: the labels [B, C]; ``error``: ``e[t] = dL/dy[t]`` [B, C];
+    ``loss``: ``CE(y[t], label)`` (batch mean, a 0-d tensor).
+    """
+
+    t: int
+    T: int
+    inputs: list[Tensor]
+    prev: list[Tensor]
+    spikes: list[Tensor]
+    psi: list[Tensor]
+    y: Tensor
+    onehot: Tensor
+    error: Tensor
+    loss: Tensor
+
+
+def step_error(logits: Tensor, onehot: Tensor, T: int) -> Tensor:
+    """Gradient of ``(1/T) CE(logits, label)`` (batch mean) w.r.t. ``logits`` [B, C]:
+    ``(softmax(logits) - onehot) / (B T)``."""
+    return (torch.softmax(logits, 1) - onehot).div_(logits.shape[0] * T)
+
+
+def online_steps(net: Network, frames: Iterable[Tensor], labels: Tensor, T: int) -> Iterator[StepView]:
+    """Run ``net`` step by step over ``frames`` (T inputs [B, ...]) from the resting state.
+
+    Each step's state is used once and dropped; call under ``torch.no_grad()``.
+    """
+    state = None
+    for t, x in enumerate(frames):
+        x = x.reshape(x.shape[0], -1)
+        if state is None:
+            state = net.zero_state(x.shape[0], x)
+            onehot = F.one_hot(labels, net.n_classes).to(x.dtype)
+        spikes, y, new = net.step(x, state)
+        psi = [
+            layer.params.surrogate.derivative(s.v - layer.params.theta)
+            for layer, s in zip(net.layers, new.layers, strict=True)
+        ]
+        yield StepView(
+            t,
+            T,
+            [x, *spikes[:-1]],
+            [s.z for s in state.layers],
+            spikes,
+            psi,
+            y,
+            onehot,
+            step_error(y, onehot, T),
+            F.cross_entropy(y, labels),
+        )
+        state = new
+
+
+def add_grad(p: Tensor, g: Tensor) -> None:
+    """``p.grad += g`` (``p.grad = g`` when there is none yet); ``g`` must be a fresh tensor."""
+    if p.grad is None:
+        p.grad = g
+    else:
+        p.grad.add_(g)
+
+
+def add_outer(p: Tensor, delta: Tensor, pre: Tensor) -> None:
+    """``p.grad += delta^T pre``, summed over the batch: ``delta`` [B, N], ``pre`` [B, D], ``p`` [N, D]."""
+    if p.grad is None:
+        p.grad = delta.T @ pre
+    else:
+        p.grad.addmm_(delta.T, pre)
+
+
+class Trace:
+    """A presynaptic trace ``s_hat[t] = decay * s_hat[t-1] + s[t]`` [B, D], updated in place.
+
+    With ``decay = 0`` it is the input itself (nothing is copied). Xiao et al. (2022).
+    """
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+        self.value: Tensor | None = None
+
+    def update(self, s: Tensor) -> Tensor:
+        """Advance by one step with input ``s`` and return the trace."""
+        if self.decay == 0.0:
+            return s
+        if self.value is None:
+            self.value = s.clone()
+        else:
+            self.value.mul_(self.decay).add_(s)
+        return self.value
+
+
+class ReadoutTrace:
+    """Exact online gradient of ``L`` w.r.t. the leaky readout ``y[t] = kappa y[t-1] + W_out z[t] + b_out``.
+
+    As ``y`` is linear in ``W_out`` and ``b_out``: ``dL/dW_out = sum_t e[t]^T z_hat[t]`` and
+    ``dL/db_out = sum_t sum_b e[t] b_hat[t]``, with ``z_hat[t] = kappa z_hat[t-1] + z_L[t]`` [B, N_L] and
+    ``b_hat[t] = kappa b_hat[t-1] + 1`` (as for the readout weights in Bellec et al. 2020).
+    """
+
+    def __init__(self, kappa: float) -> None:
+        self.z_hat = Trace(kappa)
+        self.kappa = kappa
+        self.b_hat = 0.0
+
+    def update(self, readout: Readout, z: Tensor, e: Tensor) -> None:
+        """Add this step's gradient: ``z`` [B, N_L] top-layer spikes, ``e`` [B, C] = dL/dy[t]."""
+        self.b_hat = self.kappa * self.b_hat + 1.0
+        add_outer(readout.linear.weight, e, self.z_hat.update(z))
+        add_grad(readout.linear.bias, e.sum(0).mul_(self.b_hat))
+
+
+def anticausal(seq: Tensor, decay: float) -> Tensor:
+    """``out[t] = seq[t] + decay * out[t+1]`` along the first axis of ``seq`` [T, ...] (a new tensor)."""
+    out = seq.clone()
+    if decay != 0.0:
+        for t in range(seq.shape[0] - 2, -1, -1):
+            out[t].add_(out[t + 1], alpha=decay)
+    return out
+
+
+def random_matrix(gen: torch.Generator, rows: int, cols: int, fan_in: int, like: Tensor) -> Tensor:
+    """A fixed random matrix [rows, cols], uniform in +-1/sqrt(fan_in) (the scale of the network's own
+    initialisation), drawn from ``gen`` and placed on ``like``'s device with its dtype."""
+    bound = 1.0 / math.sqrt(fan_in)
+    m = torch.rand(rows, cols, generator=gen, device=gen.device, dtype=like.dtype)
+    return m.mul_(2 * bound).sub_(bound).to(like.device)
+
+
+class OnlineRule(LearningRule):
+    """Base class of the online rules: the step loop, the readout gradient, update modes, fixed state.
+
+    Subclasses define :meth:`signals` and :meth:`accumulate`, and keep fixed random matrices in
+    ``self.fixed`` (saved by :meth:`state_dict`).
+    """
+
+    online = True
+    options: ClassVar[tuple[str, ...]] = ("update",)
+    default_update: ClassVar[str] = "sequence"
+
+    def __init__(self, cfg: RuleConfig, net: Network, gen: torch.Generator) -> None:
+        super().__init__(cfg, net, gen)
+        self.update = choose(cfg.update, UPDATES, self.default_update, "rule.update", self.name)
+        self.fixed: dict[str, Tensor] = {}
+
+    @classmethod
+    def check_config(cls, cfg: RuleConfig) -> None:
+        choose(cfg.update, UPDATES, cls.default_update, "rule.update", cls.name)
+        super().check_config(cfg)
+
+    # -- what subclasses define ----------------------------------------------------------------
+
+    @abstractmethod
+    def signals(self, net: Network, view: StepView) -> list[Tensor]:
+        """The learning signal ``L_l[t]`` [B, N_l] of every hidden layer: what the rule uses for
+        ``dL/dz_l[t]``."""
+
+    def begin(self, net: Network) -> None:
+        """Reset the traces at the start of a sequence."""
+
+    @abstractmethod
+    def accumulate(self, net: Network, view: StepView, signals: list[Tensor]) -> None:
+        """Add this step's gradients of the hidden layers to ``.grad``."""
+
+    def signal_decay(self, net: Network) -> float:
+        """Decay of the filter the rule applies to the learning signal (0: none; e-prop: kappa)."""
+        return 0.0
+
+    def trace_decay(self, net: Network) -> float:
+        """Decay of the presynaptic traces (0: the inputs themselves); default: the membrane's alpha."""
+        return net.layers[0].params.alpha
+
+    # -- shared ---------------------------------------------------------------------------------
+
+    def train_batch(
+        self, net: Network, x: Tensor, labels: Tensor, enc: Encoding, apply: Apply
+    ) -> BatchResult:
+        T = enc.T
+        with torch.no_grad():
+            self.begin(net)
+            readout = ReadoutTrace(net.readout.kappa)
+            loss = x.new_zeros(())
+            y_sum = None
+            for view in online_steps(net, (enc.step(x, t) for t in range(T)), labels, T):
+                self.accumulate(net, view, self.signals(net, view))
+                readout.update(net.readout, view.spikes[-1], view.error)
+                if self.update == "step":
+                    apply()
+                loss += view.loss
+                y_sum = view.y.clone() if y_sum is None else y_sum.add_(view.y)
+            if self.update == "sequence":
+                apply()
+        return BatchResult(loss.item() / T, y_sum / T)
+
+    def input_gradient(self, net: Network, x_seq: Tensor, labels: Tensor) -> Tensor:
+        """The input gradient implied by the rule's first-layer update.
+
+        The rule updates ``W_1`` with ``sum_t delta[t]^T x_hat[t]``, where ``x_hat`` is the input or its
+        presynaptic trace (decay ``a``, :meth:`trace_decay`) and ``delta[s] = psi_1[s] * L_bar[s]``,
+        ``L_bar[s] = sum_{t>=s} k^{t-s} L_1[t]`` (``k``: :meth:`signal_decay`). Treating ``W_1 x_hat[t]``
+        as the current it credits gives ``dL/dx[r] = W_1^T sum_{s>=r} a^{s-r} delta[s]``: [T, B, ...]
+        like ``x_seq``. O(T) memory (attacks see the whole sequence anyway).
+        """
+        T = x_seq.shape[0]
+        with torch.no_grad():
+            sig, psi = [], []
+            for view in online_steps(net, x_seq, labels, T):
+                sig.append(self.signals(net, view)[0])
+                psi.append(view.psi[0])
+            delta = torch.stack(psi) * anticausal(torch.stack(sig), self.signal_decay(net))
+            g = anticausal(delta, self.trace_decay(net)) @ net.layers[0].weight
+        return g.reshape(x_seq.shape)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return dict(self.fixed)
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if set(state) != set(self.fixed):
+            raise ValueError(
+                f"rule {self.name!r} state has keys {sorted(state)}, expected {sorted(self.fixed)}"
+            )
+        for key, value in state.items():
+            if value.shape != self.fixed[key].shape:
+                raise ValueError(f"rule {self.name!r} state {key!r} has shape {tuple(value.shape)}")
+            self.fixed[key].copy_(value)
+
+
+class TracedRule(OnlineRule):
+    """An online rule whose hidden updates are ``delta_l[t] = psi_l[t] * L_l[t]`` times presynaptic
+    traces (Xiao et al. 2022):
+
+        dW_l += delta_l[t]^T x_hat_{l-1}[t],  dV_l += delta_l[t]^T z_hat_l[t-1],  db_l += delta_l[t] a[t]
+
+    with ``x_hat[t] = d x_hat[t-1] + x[t]`` (input of the layer), ``z_hat`` the same for ``z_l[t-1]`` and
+    ``a[t] = d a[t-1] + 1`` for the bias; ``d`` = :meth:`trace_decay` (0: the inputs themselves).
+    """
+
+    def begin(self, net: Network) -> None:
+        d = self.trace_decay(net)
+        self._traces = [(Trace(d), Trace(d)) for _ in net.layers]
+        self._a = 0.0
+
+    def accumulate(self, net: Network, view: StepView, signals: list[Tensor]) -> None:
+        self._a = self.trace_decay(net) * self._a + 1.0
+        for i, layer in enumerate(net.layers):
+            delta = view.psi[i] * signals[i]
+            x_hat, z_hat = self._traces[i]
+            add_outer(layer.weight, delta, x_hat.update(view.inputs[i]))
+            add_grad(layer.bias, delta.sum(0).mul_(self._a))
+            if layer.rec is not None:
+                add_outer(layer.rec, delta, z_hat.update(view.prev[i]))

@@ -1,0 +1,264 @@
+"""The online rules (float64): ottt, dfa and decolle equal an autodiff reference built step by step with
+autograd inside each step only; step-wise and per-sequence updates sum to the same gradient; decolle's
+first layer ignores deeper weights; dfa's hidden updates ignore the forward weights above them; no
+autograd graph or per-step memory is kept across steps; non-default options train."""
+
+import gc
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spikebench.config import RuleConfig, TrainConfig
+from spikebench.data import Split
+from spikebench.data.encoders import Direct, Encoding
+from spikebench.dynamics import LIFParams, lif
+from spikebench.dynamics.lif import LIFState
+from spikebench.nn import Network
+from spikebench.nn.network import NetState
+from spikebench.rules import RULES
+from spikebench.train.loop import fit
+from tests.equivalence.test_eprop import Ramp, batch, make, online_loss
+
+T = 6
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks run fastest on one thread (and do not stall on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+ONLINE = ["dfa", "eprop", "ottt", "decolle"]
+
+
+def run_rule(name, net, x, labels, enc, **opts):
+    """The rule's gradients (captured at every apply, summed by .grad accumulation) and the rule."""
+    rule = RULES.get(name)(RuleConfig(name=name, **opts), net, torch.Generator().manual_seed(1))
+    for p in net.parameters():
+        p.grad = None
+    calls: list[dict[str, torch.Tensor]] = []
+    result = rule.train_batch(
+        net, x, labels, enc, lambda: calls.append({n: p.grad.clone() for n, p in net.named_parameters()})
+    )
+    return calls, rule, result
+
+
+def traced_reference(name, rule, net, x_seq, labels):
+    """Per-sequence gradients of a trace-based rule, by autograd inside each step.
+
+    State from earlier steps is a constant. Every layer's current is ``value + part - part.detach()``:
+    the value of ``W x[t] + b + V z[t-1]``, whose gradient w.r.t. the weights goes through the
+    presynaptic traces (``part = W x_hat[t] + a[t] b + V z_hat[t-1]``) and, for the first layer, w.r.t.
+    the input through its trace. ottt backpropagates the instantaneous loss through the layers; dfa and
+    decolle stop gradients between layers and credit each layer through ``<B_l e[t], z_l[t]>`` /
+    ``CE(G_l z_l[t]) / T``. The readout gets the gradient of the loss itself."""
+    x_seq = x_seq.detach().requires_grad_(True)
+    d = rule.trace_decay(net)
+    B = x_seq.shape[1]
+    state = net.zero_state(B, x_seq)
+    x_hat = [0.0] * len(net.layers)
+    z_hat = [0.0] * len(net.layers)
+    a = 0.0
+    objective = 0.0
+    top = []
+    for t in range(x_seq.shape[0]):
+        a = d * a + 1.0
+        h = x_seq[t]
+        new, zs = [], []
+        for i, layer in enumerate(net.layers):
+            s = state.layers[i]
+            x_hat[i] = d * x_hat[i] + (h if i == 0 else h.detach())
+            z_hat[i] = d * z_hat[i] + s.z
+            part = F.linear(x_hat[i], layer.weight) + a * layer.bias
+            value = F.linear(
+                h if name == "ottt" and i > 0 else h.detach(), layer.weight.detach(), layer.bias.detach()
+            )
+            if layer.rec is not None:
+                part = part + z_hat[i] @ layer.rec.T
+                value = value + s.z @ layer.rec.detach().T
+            h, s = lif.step(layer.params, s, value + part - part.detach())
+            zs.append(h)
+            new.append(LIFState(s.v.detach(), s.z.detach()))
+        y = (net.readout.kappa * state.y + net.readout.linear(zs[-1].detach())).detach()
+        if name == "ottt":
+            objective = (
+                objective
+                + F.cross_entropy(net.readout.kappa * state.y + net.readout.linear(zs[-1]), labels) / T
+            )
+        elif name == "dfa":
+            y_var = y.clone().requires_grad_(True)
+            e = torch.autograd.grad(F.cross_entropy(y_var, labels) / T, y_var)[0]
+            for i, z in enumerate(zs):
+                objective = objective + (z * (e @ rule.fixed[f"feedback.{i}"].T)).sum()
+        else:
+            for i, z in enumerate(zs):
+                objective = objective + F.cross_entropy(z @ rule.fixed[f"readout.{i}"].T, labels) / T
+        top.append(zs[-1].detach())
+        state = NetState(new, y)
+    hidden = [(n, p) for n, p in net.named_parameters() if n.startswith("layers.")]
+    grads = torch.autograd.grad(objective, [x_seq] + [p for _, p in hidden])
+    ref = dict(zip([n for n, _ in hidden], grads[1:], strict=True))
+    readout = net.readout.linear
+    gw, gb = torch.autograd.grad(
+        online_loss(net.readout(torch.stack(top)), labels), [readout.weight, readout.bias]
+    )
+    ref.update({"readout.linear.weight": gw, "readout.linear.bias": gb})
+    return ref, grads[0]
+
+
+TRACED = [("ottt", {}), ("decolle", {}), ("dfa", {"trace": "none"}), ("dfa", {"trace": "presynaptic"})]
+
+
+@pytest.mark.parametrize("name,opts", TRACED)
+@pytest.mark.parametrize("recurrent", [False, True])
+@pytest.mark.parametrize("encoder", [Direct(), Ramp()])
+def test_traced_rules_equal_autodiff_within_each_step(name, opts, recurrent, encoder):
+    net = make((5, 4), recurrent)
+    x, labels = batch()
+    enc = Encoding(encoder, T)
+    calls, rule, _ = run_rule(name, net, x, labels, enc, **opts)
+    assert len(calls) == 1
+    ref, ref_x = traced_reference(name, rule, net, enc.sequence(x), labels)
+    assert set(calls[0]) == set(ref)
+    for n in ref:
+        torch.testing.assert_close(calls[0][n], ref[n], rtol=1e-10, atol=1e-13, msg=n)
+        assert ref[n].abs().max() > 0, n
+    gx = rule.input_gradient(net, enc.sequence(x), labels)
+    assert gx.shape == (T, *x.shape)
+    torch.testing.assert_close(gx, ref_x, rtol=1e-10, atol=1e-13)
+    assert ref_x.abs().max() > 0
+
+
+@pytest.mark.parametrize("name", ONLINE)
+def test_step_updates_sum_to_the_sequence_update(name):
+    net = make((5, 4), True)
+    x, labels = batch(1)
+    enc = Encoding(Ramp(), T)
+    seq, _, r1 = run_rule(name, net, x, labels, enc, update="sequence")
+    # apply() only records, so .grad keeps accumulating over the T steps
+    steps, _, r2 = run_rule(name, net, x, labels, enc, update="step")
+    assert len(seq) == 1 and len(steps) == T
+    for n in seq[0]:
+        torch.testing.assert_close(steps[-1][n], seq[0][n], rtol=1e-12, atol=1e-14, msg=n)
+        assert not torch.equal(steps[0][n], steps[-1][n]) or steps[0][n].abs().max() == 0, n
+    assert r1.loss == r2.loss
+    torch.testing.assert_close(r1.logits, r2.logits)
+
+
+def test_online_loss_and_logits():
+    net = make((5, 4), False)
+    x, labels = batch(2)
+    enc = Encoding(Ramp(), T)
+    _, _, result = run_rule("ottt", net, x, labels, enc)
+    with torch.no_grad():
+        readout = net(enc.sequence(x)).readout
+    assert result.loss == pytest.approx(online_loss(readout, labels).item(), rel=1e-12)
+    torch.testing.assert_close(result.logits, readout.mean(0))
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_decolle_first_layer_ignores_deeper_weights(recurrent):
+    x, labels = batch(3)
+    enc = Encoding(Ramp(), T)
+    grads = []
+    for seed in (0, 1):
+        net = make((5, 4), recurrent)
+        g = torch.Generator().manual_seed(seed + 10)
+        with torch.no_grad():
+            for p in [*net.layers[1].parameters(), *net.readout.parameters()]:
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 2)
+        grads.append(run_rule("decolle", net, x, labels, enc)[0][0])
+    for n in grads[0]:
+        same = torch.equal(grads[0][n], grads[1][n])
+        assert same == n.startswith("layers.0."), n
+        assert grads[0][n].abs().max() > 0, n
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_dfa_hidden_updates_ignore_forward_weights_above(recurrent):
+    """With a zero readout the output error is the same whatever the upper weights; the first layer's
+    update then does not change when the second layer's weights do (backprop's would)."""
+    x, labels = batch(4)
+    enc = Encoding(Ramp(), T)
+    grads = []
+    for seed in (0, 1):
+        net = make((5, 4), recurrent)
+        g = torch.Generator().manual_seed(seed + 20)
+        with torch.no_grad():
+            for p in net.layers[1].parameters():
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 2)
+            for p in net.readout.parameters():
+                p.zero_()
+        grads.append(run_rule("dfa", net, x, labels, enc)[0][0])
+    for n in grads[0]:
+        if n.startswith("layers.0."):
+            torch.testing.assert_close(grads[0][n], grads[1][n], rtol=0, atol=0, msg=n)
+            assert grads[0][n].abs().max() > 0, n
+        elif n.startswith("layers.1."):
+            assert not torch.equal(grads[0][n], grads[1][n]), n
+
+
+def _live_tensor_bytes() -> int:
+    return sum(o.numel() * o.element_size() for o in gc.get_objects() if issubclass(type(o), torch.Tensor))
+
+
+@pytest.mark.parametrize("name", ONLINE)
+def test_no_graph_and_no_memory_across_steps(name):
+    """Nothing is saved for a backward pass, and what is alive at the end of a sequence does not
+    depend on its length."""
+    live = []
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel())
+        return t
+
+    for steps in (10, 30):
+        net = make((5, 4), True)
+        x, labels = batch(5)
+        rule = RULES.get(name)(RuleConfig(name=name), net, torch.Generator().manual_seed(1))
+        gc.collect()
+        before = _live_tensor_bytes()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            result = rule.train_batch(
+                net,
+                x,
+                labels,
+                Encoding(Ramp(), steps),
+                lambda before=before: live.append(_live_tensor_bytes() - before),
+            )
+        assert result.logits.grad_fn is None
+        assert all(p.grad.grad_fn is None for p in net.parameters())
+    assert saved == []
+    assert live[0] == live[1] > 0
+
+
+def _problem(n: int, seed: int) -> Split:
+    """4 classes in 12 inputs: the class decides which of four 3-input blocks is bright, on noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    x = torch.rand(n, 12, generator=g) * 0.3
+    for c in range(4):
+        x[y == c, 3 * c : 3 * c + 3] += 0.7
+    return Split(x, y)
+
+
+@pytest.mark.parametrize(
+    "name,opts",
+    [("dfa", {"trace": "none"}), ("eprop", {"feedback": "random"}), ("ottt", {"update": "step"})],
+)
+def test_non_default_options_train(name, opts):
+    torch.manual_seed(0)
+    net = Network(12, (20,), 4, recurrent=True, params=LIFParams(alpha=0.8), kappa=0.8)
+    rule = RULES.get(name)(RuleConfig(name=name, **opts), net, torch.Generator().manual_seed(0))
+    cfg = TrainConfig(epochs=10, batch_size=32, lr=5e-3, schedule="constant")
+    enc = Encoding(Direct(), 6)
+    records = fit(
+        cfg, net, rule, _problem(192, 1), _problem(96, 2), enc, enc, torch.Generator().manual_seed(0)
+    )
+    assert records[-1].train_loss < 0.5 * records[0].train_loss
+    assert records[-1].test_accuracy > 0.9

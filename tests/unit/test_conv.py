@@ -1,0 +1,116 @@
+"""Convolutional SNN: all-at-once == step loop (float64), shapes, and it learns with bptt."""
+
+import json
+
+import pytest
+import torch
+
+from spikebench import components
+from spikebench.cli import main
+from spikebench.config import ConfigError, ModelConfig, RuleConfig
+from spikebench.data import Encoding
+from spikebench.data.encoders import Direct, Rate
+from spikebench.dynamics import LIFParams, make_surrogate
+from spikebench.nn.conv import ConvNetwork
+from spikebench.rules.bptt import BPTT
+
+
+def make_net(recurrent: bool = False, dtype=torch.float64, seed: int = 0) -> ConvNetwork:
+    torch.manual_seed(seed)
+    params = LIFParams(alpha=0.8, theta=0.5, surrogate=make_surrogate("fast_sigmoid", 5.0))
+    net = ConvNetwork((2, 8, 8), (4, 6), 3, 2, (12,), 3, recurrent=recurrent, params=params, kappa=0.9)
+    return net.to(dtype)
+
+
+def step_loop(net: ConvNetwork, x_seq: torch.Tensor):
+    state = net.zero_state(x_seq.shape[1], x_seq)
+    spikes, ys = [], []
+    for t in range(x_seq.shape[0]):
+        z, y, state = net.step(x_seq[t], state)
+        spikes.append(z)
+        ys.append(y)
+    return [torch.stack(s) for s in zip(*spikes, strict=True)], torch.stack(ys)
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+@pytest.mark.parametrize("encoder", [Direct(), Rate()])
+def test_forward_equals_step_loop_with_gradients(recurrent, encoder):
+    net = make_net(recurrent)
+    x = 2.0 * torch.rand(5, 2, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x_seq = Encoding(encoder, 7, torch.Generator().manual_seed(2)).sequence(x)
+    roll = net(x_seq)
+    spikes, ys = step_loop(net, x_seq)
+    assert [tuple(s.shape) for s in roll.spikes] == [(7, 5, 4 * 8 * 8), (7, 5, 6 * 4 * 4), (7, 5, 12)]
+    assert roll.readout.shape == (7, 5, 3)
+    assert all(s.sum() > 0 for s in roll.spikes)  # every layer fires: the comparison is not vacuous
+    for a, b in zip(roll.spikes, spikes, strict=True):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(roll.readout, ys, rtol=1e-12, atol=1e-12)
+    grads = torch.autograd.grad(roll.readout.square().sum(), list(net.parameters()))
+    ref = torch.autograd.grad(ys.square().sum(), list(net.parameters()))
+    for g, r in zip(grads, ref, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-12)
+
+
+def test_continuing_from_a_state_equals_one_run():
+    net = make_net(recurrent=True)
+    x_seq = (torch.rand(8, 3, 2, 8, 8, dtype=torch.float64) < 0.4).double()
+    whole = net(x_seq)
+    first = net(x_seq[:3])
+    rest = net(x_seq[3:], first.state)
+    torch.testing.assert_close(torch.cat([first.readout, rest.readout]), whole.readout)
+    assert torch.equal(torch.cat([first.spikes[1], rest.spikes[1]]), whole.spikes[1])
+
+
+def test_bptt_lowers_the_loss_on_tiny_data():
+    net = make_net(dtype=torch.float32)
+    gen = torch.Generator().manual_seed(0)
+    y = torch.arange(24) % 3
+    x = 0.1 * torch.rand(24, 2, 8, 8, generator=gen)
+    for i, c in enumerate(y.tolist()):  # class = which horizontal band is bright
+        x[i, :, 2 * c + 1 : 2 * c + 3, :] = 1.0
+    rule = BPTT(RuleConfig(), net, gen)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+
+    def apply() -> None:
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    enc = Encoding(Direct(), 6)
+    losses = [rule.train_batch(net, x, y, enc, apply).loss for _ in range(25)]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_build_network_for_conv_checks_the_input_shape():
+    model = ModelConfig(arch="conv", channels=(4,), hidden=(8,))
+    net = components.build_network(model, (1, 28, 28), 10)
+    assert isinstance(net, ConvNetwork) and net.blocks[0].out_shape == (4, 14, 14)
+    with pytest.raises(ConfigError, match="images"):
+        components.build_network(model, (28,), 10)
+    with pytest.raises(ConfigError, match="to nothing"):
+        components.build_network(ModelConfig(arch="conv", channels=(4, 4, 4, 4), pool=2), (1, 8, 8), 10)
+    with pytest.raises(ConfigError, match="odd"):
+        ModelConfig(arch="conv", kernel=4)
+
+
+def test_cli_trains_a_conv_network_on_digits(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "conv"
+    args = ["train", "-q", "--json", "--out", str(out)]
+    for kv in (
+        "data.name=digits",
+        "data.limit_test=128",
+        "data.timesteps=4",
+        "model.arch=conv",
+        "model.channels=[4]",
+        "model.hidden=[32]",
+        "train.batch_size=32",
+        "train.lr=0.005",
+    ):
+        args += ["--set", kv]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["arch"] == "conv" and summary["test_samples"] == 128
+    assert summary["test_accuracy"] > 0.3  # well above chance (0.1) after one epoch of 1438 images
+    assert main(["eval", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] == pytest.approx(summary["test_accuracy"])
