@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from spikebench import __version__
-from spikebench.config import ConfigError, load_config
+from spikebench.config import ConfigError, load_config, parse_override
 from spikebench.registry import SpikebenchError, UnknownNameError
 
 USAGE_ERRORS = (ConfigError, UnknownNameError)
@@ -70,17 +70,23 @@ def _fmt_bytes(n: int | None) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from spikebench.train.run import train_run
+    from spikebench.train.run import resume_run, train_run
 
-    cfg = load_config(args.config, args.set)
-    out = (
-        Path(args.out)
-        if args.out
-        else Path("runs") / (f"{cfg.rule.name}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    )
-    summary = train_run(
-        cfg, out, force=args.force, hooks=Progress(cfg.rule.name, False if args.quiet else None)
-    )
+    if args.resume:
+        if args.config or args.set or args.out or args.force:
+            raise CLIError("--resume RUN_DIR takes the run's own config: no -c, --set, --out or --force")
+        out = Path(args.resume)
+        summary = resume_run(out, hooks=Progress("resume", False if args.quiet else None))
+    else:
+        cfg = load_config(args.config, args.set)
+        out = (
+            Path(args.out)
+            if args.out
+            else Path("runs") / (f"{cfg.rule.name}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        )
+        summary = train_run(
+            cfg, out, force=args.force, hooks=Progress(cfg.rule.name, False if args.quiet else None)
+        )
     if args.json:
         _print_json(summary)
     else:
@@ -147,8 +153,15 @@ class StudyProgress:
         from tqdm import tqdm
 
         disable = None if self.enabled is None else not self.enabled
-        self.bar = tqdm(total=total, initial=cached, desc="study", unit="job", disable=disable, file=sys.stderr,
-                        dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total,
+            initial=cached,
+            desc="study",
+            unit="job",
+            disable=disable,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
 
     def update(self, outcome, running: int, failed: int) -> None:
         self.bar.set_postfix(running=running, failed=failed, last=outcome.job[:40], refresh=False)
@@ -166,12 +179,19 @@ def cmd_study(args: argparse.Namespace) -> int:
     from spikebench.studies.executors import default_workers
 
     base = load_config(args.config, args.set)
-    mode = Mode.make(args.quick, args.seeds)
+    user_keys = tuple(parse_override(text)[0] for text in args.set)
+    mode = Mode.make(args.quick, args.seeds, user_keys)
     plan = plan_study(args.name, base, mode)
     out = Path(args.out) if args.out else Path("studies") / (args.name + ("-quick" if args.quick else ""))
     workers = args.workers or default_workers()
-    outcomes = execute_plan(plan, out, engine=args.engine, workers=workers, address=args.address,
-                            progress=StudyProgress(False if args.quiet else None))
+    outcomes = execute_plan(
+        plan,
+        out,
+        engine=args.engine,
+        workers=workers,
+        address=args.address,
+        progress=StudyProgress(False if args.quiet else None),
+    )
     from spikebench.studies.analysis_step import analyze_study
 
     analyze_study(out)
@@ -345,8 +365,15 @@ def _registries() -> dict[str, Any]:
     from spikebench.rules import RULES
     from spikebench.studies import STUDIES
 
-    return {"rules": RULES, "datasets": DATASETS, "encoders": ENCODERS, "surrogates": SURROGATES,
-            "studies": STUDIES, "attacks": ATTACKS, "analyses": ANALYSES}
+    return {
+        "rules": RULES,
+        "datasets": DATASETS,
+        "encoders": ENCODERS,
+        "surrogates": SURROGATES,
+        "studies": STUDIES,
+        "attacks": ATTACKS,
+        "analyses": ANALYSES,
+    }
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -401,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config key, e.g. --set rule.name=bptt (repeatable)",
     )
     p.add_argument("--out", help="run directory to create (default: runs/RULE-DATASET-TIME)")
-    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--force", action="store_true", help="replace --out (or an interrupted run of it)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
@@ -418,12 +446,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("study", help="run a study (a grid of runs, attacks and analyses) and write its report")
+    p = sub.add_parser(
+        "study", help="run a study (a grid of runs, attacks and analyses) and write its report"
+    )
     p.add_argument("name", help="tradeoff, similarity, recurrence, attacks or all (see 'ls studies')")
-    p.add_argument("--quick", action="store_true", help="reduced grid: data subset, 1 epoch, 1 seed (minutes)")
+    p.add_argument(
+        "--quick", action="store_true", help="reduced grid: data subset, 1 epoch, 1 seed (minutes)"
+    )
     p.add_argument("--seeds", type=int, help="seeds per grid point (full mode: at least 3 by default)")
     p.add_argument("-c", "--config", help="base YAML config for every run of the grid")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config key")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config key"
+    )
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="local process pool or Ray")
     p.add_argument("--address", help="Ray cluster address to join (with --engine ray)")
     p.add_argument("--workers", type=int, help="parallel jobs (default: the number of cores)")
@@ -494,13 +528,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops as cleanly as Ctrl-C: runs keep their last checkpoint
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
         return args.func(args)
     except USAGE_ERRORS + (CLIError,) as exc:
@@ -516,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("spikebench: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

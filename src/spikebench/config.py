@@ -142,6 +142,8 @@ class TrainConfig:
     ``probe_size`` test samples, before training and after every epoch), ``grad_alignment`` (the
     rule's update against the BPTT gradient every ``track_every`` batches), ``fisher`` (Fisher
     information on the first ``fisher_size`` test samples, before training and after every epoch).
+    ``checkpoint_every``: epochs between checkpoints of the full training state (0: only at the end);
+    an interrupted run continues from its last one (``spikebench train --resume``).
     """
 
     epochs: int = 1
@@ -153,6 +155,7 @@ class TrainConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_batch_size: int = 1000
+    checkpoint_every: int = 1
     track: tuple[Trackable, ...] = ()
     track_every: int = 50
     probe_size: int = 1000
@@ -162,6 +165,7 @@ class TrainConfig:
         _check(self.epochs > 0, f"train.epochs must be positive, got {self.epochs}")
         _check(self.batch_size > 0, f"train.batch_size must be positive, got {self.batch_size}")
         _check(self.eval_batch_size > 0, "train.eval_batch_size must be positive")
+        _check(self.checkpoint_every >= 0, "train.checkpoint_every must be >= 0 (0: only at the end)")
         _check(self.lr > 0, f"train.lr must be positive, got {self.lr}")
         _check(self.weight_decay >= 0, "train.weight_decay must be >= 0")
         valid = typing.get_args(Trackable)

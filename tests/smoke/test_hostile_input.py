@@ -63,7 +63,8 @@ def test_full_disk_leaves_nothing_half_written(fake_data, tmp_path, monkeypatch,
     err = capsys.readouterr().err.strip()
     assert "No space left on device" in err and len(err.splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "data"] or sorted(
-        p.name for p in tmp_path.iterdir()) == ["data"]
+        p.name for p in tmp_path.iterdir()
+    ) == ["data"]
     monkeypatch.setattr(torch, "save", real)
 
 
@@ -79,8 +80,17 @@ def test_unwritable_output_directory(fake_data, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and ("cannot create" in err or "not writable" in err)
 
 
-@pytest.mark.parametrize("text", ["train: [1, 2", "\x00\x01binary", "- a\n- b\n", "rule: {name: 3}",
-                                  "train: {epochs: 1e400}", "model: {hidden: [a]}"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "train: [1, 2",
+        "\x00\x01binary",
+        "- a\n- b\n",
+        "rule: {name: 3}",
+        "train: {epochs: 1e400}",
+        "model: {hidden: [a]}",
+    ],
+)
 def test_malformed_config_files(fake_data, tmp_path, capsys, text):
     path = tmp_path / "c.yaml"
     path.write_text(text)

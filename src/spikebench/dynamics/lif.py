@@ -85,6 +85,15 @@ def scan_steps(
     return torch.stack(out), state
 
 
+def _graph_kept() -> bool:
+    """Whether the backward pass now running keeps its graph (``retain_graph`` / ``create_graph``), so
+    that saved tensors must stay intact. Where torch cannot say, assume it does."""
+    try:
+        return bool(torch._C._autograd._get_current_graph_task_keep_graph())
+    except (AttributeError, RuntimeError):
+        return True
+
+
 def _plain_heaviside(s: Surrogate) -> bool:
     """True when ``s`` keeps the base class's forward ``H(x) = 1[x >= 0]`` (then ``z = 1[v >= theta]``
     is written in place; for finite floats ``v - theta >= 0`` exactly when ``v >= theta``)."""
@@ -108,7 +117,9 @@ class _LIFScan(torch.autograd.Function):
     (no per-step result tensors, no copies). In the backward recursion every product is rounded
     before it is added, as autograd of the step loop does. ``psi`` is evaluated in the backward pass,
     step by step from the saved potentials: inference pays nothing for it, and its temporaries stay
-    [B, N] (full-size temporaries cost page faults on CPU).
+    [B, N] (full-size temporaries cost page faults on CPU). Unless the graph is kept for another
+    backward pass, the input gradient is written over the saved potentials (step t's potential is read
+    before step t's gradient is written), which saves a [T, B, N] allocation.
     """
 
     @staticmethod
@@ -169,7 +180,8 @@ class _LIFScan(torch.autograd.Function):
         soft = p.reset == "soft"
         if gz is None:  # the spikes were not used
             gz = torch.zeros_like(vs)
-        gI = torch.empty(vs.shape, dtype=vs.dtype, device=vs.device)
+        # Step t reads vs[t] before it writes gI[t]: the gradient may take the potentials' place.
+        gI = torch.empty_like(vs) if _graph_kept() else vs
         gzt = torch.empty_like(gI[0])  # gz_total[t]
         tmp = torch.empty_like(gI[0])
         for t in range(T - 1, -1, -1):
@@ -223,4 +235,5 @@ def scan(
     if state is None:
         state = zero_state(currents.shape[1], currents.shape[2], device=currents.device, dtype=currents.dtype)
     zs, vs = _LIFScan.apply(currents, rec, state.v.detach(), state.z.detach(), p, rec_feedback)
-    return zs, LIFState(vs[-1].detach(), zs[-1].detach())
+    # A copy, not a view: the backward pass may reuse the potentials' buffer for the gradient.
+    return zs, LIFState(vs[-1].detach().clone(), zs[-1].detach())

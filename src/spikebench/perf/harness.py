@@ -139,16 +139,21 @@ def time_calls(
     fns: dict[str, Callable[[], object]], device: torch.device, opts: PerfOptions
 ) -> dict[str, Timing]:
     """Time several callables alternately: ``warmup`` untimed rounds, then rounds in which every
-    callable runs once, until ``repeats`` rounds or (after ``min_repeats``) ``budget_s`` seconds."""
+    callable runs once, until ``repeats`` rounds or (after ``min_repeats``) ``budget_s`` seconds.
+
+    Round r starts with callable r (mod their number), so that none is always first or always after
+    the same one (a busy machine then slows all of them alike)."""
     for _ in range(opts.warmup):
         for fn in fns.values():
             fn()
     timings = {k: Timing([], []) for k in fns}
+    keys = list(fns)
     start = time.perf_counter()
     for r in range(opts.repeats):
         if r >= opts.min_repeats and time.perf_counter() - start > opts.budget_s:
             break
-        for k, fn in fns.items():
+        for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            fn = fns[k]
             _sync(device)
             c0, t0 = time.process_time(), time.perf_counter()
             fn()

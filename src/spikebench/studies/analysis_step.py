@@ -47,8 +47,10 @@ def analyze_study(study_dir: Path) -> list[str]:
         layer = rec["layers"][-1]
         row = rec["final"][layer][rec["reference"]]
         final = _by_rule([(r["rule"], row[i]) for i, r in enumerate(rec["runs"]) if i != rec["reference"]])
-        write_json(out / "cka_reference.json", {"layer": layer, "reference": rec["runs"][rec["reference"]]["label"],
-                                                 "final_last_layer": final})
+        write_json(
+            out / "cka_reference.json",
+            {"layer": layer, "reference": rec["runs"][rec["reference"]]["label"], "final_last_layer": final},
+        )
     except SpikebenchError as exc:
         problems.append(f"cka: {exc}")
     try:

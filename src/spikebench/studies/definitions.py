@@ -36,14 +36,41 @@ class Mode:
     seq_rules: tuple[str, ...] | None  # rules run on the sequential dataset (None: all)
     blackbox: tuple[str, ...]  # gradient-free attacks of the C4 study
     track_every: int  # batches between gradient-alignment measurements
+    user_keys: tuple[str, ...] = ()  # config keys the user set (--set): the mode leaves them alone
 
     @staticmethod
-    def make(quick: bool, seeds: int | None) -> Mode:
+    def make(quick: bool, seeds: int | None, user_keys: tuple[str, ...] = ()) -> Mode:
         if quick:
-            return Mode(True, seeds or 1, 1, 4000, 1000, 200, (0.03, 0.1), 10, 300, ("bptt", "eprop"),
-                        ("square", "gaussian-noise"), 10)
-        return Mode(False, max(seeds or 3, 1), 10, None, None, 1000, (0.01, 0.03, 0.1), 20, 1000, None,
-                    ("square", "nes", "spsa", "gaussian-noise", "uniform-noise"), 100)
+            return Mode(
+                quick=True,
+                seeds=seeds or 1,
+                epochs=1,
+                limit_train=4000,
+                limit_test=1000,
+                attack_n=200,
+                eps=(0.03, 0.1),
+                pgd_steps=10,
+                queries=300,
+                seq_rules=("bptt", "eprop"),
+                blackbox=("square", "gaussian-noise"),
+                track_every=10,
+                user_keys=user_keys,
+            )
+        return Mode(
+            quick=False,
+            seeds=max(seeds or 3, 1),
+            epochs=10,
+            limit_train=None,
+            limit_test=None,
+            attack_n=1000,
+            eps=(0.01, 0.03, 0.1),
+            pgd_steps=20,
+            queries=1000,
+            seq_rules=None,
+            blackbox=("square", "nes", "spsa", "gaussian-noise", "uniform-noise"),
+            track_every=100,
+            user_keys=user_keys,
+        )
 
     def settings(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
@@ -70,7 +97,7 @@ def sized(base: Config, mode: Mode) -> dict:
         axes["data.limit_train"] = [mode.limit_train]
     if mode.limit_test is not None:
         axes["data.limit_test"] = [mode.limit_test]
-    return axes
+    return {k: v for k, v in axes.items() if k not in mode.user_keys}
 
 
 def grid(base: Config, mode: Mode, **axes: list) -> list[Config]:

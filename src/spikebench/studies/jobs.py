@@ -76,7 +76,7 @@ class TrainJob(Job):
         out = run_dir(study_dir, self.key)
         failure = failure_path(study_dir, self.key)
         try:
-            train_run(from_dict(self.config), out, force=True)
+            train_run(from_dict(self.config), out, force=True, resume=True)
         except (SpikebenchError, RuntimeError, ValueError, FloatingPointError) as exc:
             record = {
                 "key": self.key,
@@ -133,7 +133,9 @@ class AttackJob(Job):
     def record(self, study_dir: Path) -> Path:
         from spikebench.attacks.runner import report_stem
 
-        return run_dir(study_dir, self.key) / "attacks" / f"{report_stem(self.attack, self.source, 'linf')}.json"
+        return (
+            run_dir(study_dir, self.key) / "attacks" / f"{report_stem(self.attack, self.source, 'linf')}.json"
+        )
 
     def run(self, study_dir: Path) -> None:
         from spikebench.attacks.base import AttackOptions

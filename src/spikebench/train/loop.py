@@ -6,7 +6,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -65,6 +65,10 @@ class Tracker(Protocol):
     def batch(self, step: int, net: Network, rule: LearningRule, x: Tensor, labels: Tensor) -> None: ...
 
     def epoch(self, epoch: int, net: Network) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 def _aside(memory: PeakMemory | None, fn: Callable[..., None], *args: object) -> float:
@@ -134,10 +138,11 @@ def fit(
     eval_enc: Encoding,
     shuffle: torch.Generator,
     hooks: Hooks | None = None,
-    start_epoch: int = 0,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     memory: PeakMemory | None = None,
     tracker: Tracker | None = None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> list[EpochRecord]:
     """Train ``net`` with ``rule`` for ``cfg.epochs`` epochs; evaluate on ``test`` after each.
 
@@ -145,6 +150,11 @@ def fit(
     schedule advances once per batch. ``memory``, if given, is paused during evaluation so that it
     measures training alone. ``tracker``, if given, measures before training, every
     ``tracker.due`` batch and after each epoch, outside the training time and memory.
+
+    ``checkpoint``, if given, receives the full training state (:func:`training_state`) after every
+    ``cfg.checkpoint_every``-th epoch and after the last; ``resume`` is such a state to continue from.
+    Continuing from it on CPU gives exactly the records of an uninterrupted run (the batch order,
+    encodings, optimiser and schedule are restored with it).
     """
     hooks = hooks or NoHooks()
     device = next(net.parameters()).device
@@ -157,7 +167,11 @@ def fit(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    records = []
+    streams = {"shuffle": shuffle, "encoding": enc.gen, "evaluation": eval_enc.gen}
+    records: list[EpochRecord] = []
+    start_epoch = 0
+    if resume is not None:
+        start_epoch, records = restore_state(resume, net, rule, optimizer, sched, streams, tracker)
     if tracker is not None and start_epoch == 0:
         _aside(memory, tracker.epoch, 0, net)
     for epoch in range(start_epoch, cfg.epochs):
@@ -202,4 +216,59 @@ def fit(
         hooks.epoch_end(record)
         if on_epoch is not None:
             on_epoch(record)
+        last = epoch + 1 == cfg.epochs
+        if checkpoint is not None and (
+            last or (cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0)
+        ):
+            checkpoint(training_state(epoch + 1, records, net, rule, optimizer, sched, streams, tracker))
     return records
+
+
+def training_state(
+    epoch: int,
+    records: list[EpochRecord],
+    net: Network,
+    rule: LearningRule,
+    optimizer: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    streams: dict[str, torch.Generator | None],
+    tracker: Tracker | None,
+) -> dict[str, Any]:
+    """Everything needed to continue training exactly after ``epoch`` (tensors and plain data only, so
+    that it loads with ``weights_only=True``); also a valid model checkpoint (keys ``model``, ``rule``)."""
+    return {
+        "epoch": epoch,
+        "records": [r.to_dict() for r in records],
+        "model": net.state_dict(),
+        "rule": rule.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": sched.state_dict(),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            **{name: g.get_state() for name, g in streams.items() if g is not None},
+        },
+        "tracker": None if tracker is None else tracker.state_dict(),
+    }
+
+
+def restore_state(
+    state: dict[str, Any],
+    net: Network,
+    rule: LearningRule,
+    optimizer: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    streams: dict[str, torch.Generator | None],
+    tracker: Tracker | None,
+) -> tuple[int, list[EpochRecord]]:
+    """Load a :func:`training_state` into the objects of a fresh run; returns the epoch and records."""
+    net.load_state_dict(state["model"])
+    rule.load_state_dict(state["rule"])
+    optimizer.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    for name, g in streams.items():
+        if g is not None:
+            g.set_state(state["rng"][name])
+    if tracker is not None and state.get("tracker") is not None:
+        tracker.load_state_dict(state["tracker"])
+    return int(state["epoch"]), [EpochRecord(**r) for r in state["records"]]

@@ -1,10 +1,12 @@
 """A training run on disk: build everything from a config, train, and write the run directory.
 
 A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one
-:class:`~spikebench.train.loop.EpochRecord` per epoch), ``checkpoint.pt`` (model and rule state,
-loadable with ``weights_only=True``) and ``summary.json`` (schema in :func:`summary_record`). It is
-built under a temporary name beside its destination and renamed when complete, so an interrupted or
-failed run leaves nothing half-written under the final name.
+:class:`~spikebench.train.loop.EpochRecord` per epoch), ``checkpoint.pt`` (the full training state
+of :func:`~spikebench.train.loop.training_state`: model, rule state, optimiser, schedule, random
+streams, records; loadable with ``weights_only=True``) and ``summary.json`` (schema in
+:func:`summary_record`). It is built in ``.NAME.partial`` beside its destination and renamed when
+complete, so nothing half-written ever stands under the final name; an interrupted run continues from
+its last checkpoint (:func:`resume_run`).
 """
 
 from __future__ import annotations
@@ -149,18 +151,64 @@ def prepare_out_dir(out: Path, force: bool) -> None:
         raise RunError(f"output directory {parent} is not writable")
 
 
-def train_run(cfg: Config, out: Path, *, force: bool = False, hooks: Hooks | None = None) -> dict[str, Any]:
-    """Train ``cfg`` and write the run directory ``out``; return its summary."""
+def partial_dir(out: Path) -> Path:
+    """Where the run ``out`` is built until it is complete (and where an interrupted run waits)."""
+    return out.resolve().parent / f".{out.name}.partial"
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` atomically: a temporary file in the same folder, then rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (never runs pickled code); one-line errors."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError as exc:
+        raise RunError(f"{path.parent} has no checkpoint.pt") from exc
+    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunError(f"cannot load checkpoint {path}: {first[:200]}") from exc
+
+
+def train_run(
+    cfg: Config, out: Path, *, force: bool = False, hooks: Hooks | None = None, resume: bool = False
+) -> dict[str, Any]:
+    """Train ``cfg`` and write the run directory ``out``; return its summary.
+
+    The run is built in :func:`partial_dir` and renamed to ``out`` when complete. With ``resume``, an
+    interrupted run of the same config found there continues from its last checkpoint; otherwise an
+    interrupted run is refused unless ``force`` (which starts over). A run that fails is removed; one
+    interrupted by the user (SIGINT/SIGTERM) or killed keeps its last checkpoint.
+    """
     validate(cfg)
     prepare_out_dir(out, force)
+    partial = partial_dir(out)
+    state_path = partial / "checkpoint.pt"
+    resumable = resume and state_path.exists() and (partial / "config.yaml").read_text() == to_yaml(cfg)
+    if partial.exists() and not resumable:
+        if not (force or resume):
+            raise RunError(
+                f"an interrupted run of {out} exists; continue it with 'spikebench train --resume {out}' "
+                "or start over with --force"
+            )
+        shutil.rmtree(partial)
     built = build(cfg)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the finished run follows the umask
+    state = load_checkpoint(state_path, built.device) if resumable else None
+    if state is None:
+        partial.mkdir()
+        (partial / "config.yaml").write_text(to_yaml(cfg))
     try:
-        (tmp / "config.yaml").write_text(to_yaml(cfg))
-        metrics = (tmp / "metrics.jsonl").open("w")
+        metrics = (partial / "metrics.jsonl").open("w")
+        for record in [] if state is None else state["records"]:
+            metrics.write(json.dumps(record) + "\n")
 
         def on_epoch(record: EpochRecord) -> None:
             metrics.write(json.dumps(record.to_dict()) + "\n")
@@ -172,7 +220,7 @@ def train_run(cfg: Config, out: Path, *, force: bool = False, hooks: Hooks | Non
         if cfg.train.track:
             from spikebench.analysis.tracking import Tracker  # here: analysis imports train.run
 
-            tracker = Tracker(cfg, tmp, built.data.test, built.device)
+            tracker = Tracker(cfg, partial, built.data.test, built.device)
         with metrics, PeakMemory(built.device) as mem:
             records = fit(
                 cfg.train,
@@ -187,13 +235,12 @@ def train_run(cfg: Config, out: Path, *, force: bool = False, hooks: Hooks | Non
                 on_epoch=on_epoch,
                 memory=mem,
                 tracker=tracker,
+                checkpoint=lambda st: save_checkpoint(st, state_path),
+                resume=state,
             )
         train_seconds = sum(r.seconds for r in records)
-        torch.save(
-            {"model": built.net.state_dict(), "rule": built.rule.state_dict()},
-            tmp / "checkpoint.pt",
-        )
         summary = summary_record(built, records, mem, train_seconds)
+        summary["resumed_from_epoch"] = None if state is None else int(state["epoch"])
         summary["tracking"] = None if tracker is None else tracker.summary(train_seconds)
         backdoor = cfg.data.backdoor
         summary["backdoor"] = (
@@ -201,14 +248,26 @@ def train_run(cfg: Config, out: Path, *, force: bool = False, hooks: Hooks | Non
             if backdoor.fraction > 0
             else None
         )
-        write_json(tmp / "summary.json", summary)
+        write_json(partial / "summary.json", summary)
         if out.exists():
             shutil.rmtree(out)
-        os.replace(tmp, out)
+        os.replace(partial, out)
+    except KeyboardInterrupt:
+        raise  # keep the partial run and its last checkpoint: it can be resumed
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(partial, ignore_errors=True)
         raise
     return summary
+
+
+def resume_run(out: Path, *, hooks: Hooks | None = None) -> dict[str, Any]:
+    """Continue the interrupted run ``out`` from its last checkpoint (its config is the one saved)."""
+    partial = partial_dir(out)
+    if not (partial / "config.yaml").is_file():
+        done = (out / "summary.json").is_file()
+        raise RunError(f"{out} is already complete" if done else f"no interrupted run of {out} to resume")
+    cfg = from_dict(load_yaml(partial / "config.yaml"))
+    return train_run(cfg, out, force=True, hooks=hooks, resume=True)
 
 
 def read_config(run_dir: Path) -> Config:
@@ -226,14 +285,12 @@ def load_run(run_dir: Path, device: str | None = None) -> Built:
         cfg = from_dict({**to_dict(cfg), "train": {**to_dict(cfg)["train"], "device": device}})
     built = build(cfg)
     path = run_dir / "checkpoint.pt"
+    state = load_checkpoint(path, built.device)
     try:
-        state = torch.load(path, map_location=built.device, weights_only=True)
         built.net.load_state_dict(state["model"])
         built.rule.load_state_dict(state.get("rule", {}))
-    except FileNotFoundError as exc:
-        raise RunError(f"{run_dir} has no checkpoint.pt") from exc
-    except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise RunError(f"cannot load checkpoint {path}: {first[:200]}") from exc
     return built
 
