@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
-OUT    ?= runs/main
+OUT    ?= studies/main
 
 .PHONY: run test setup setup-dev data lint clean
 
@@ -17,8 +17,13 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
+# Test-only packages that declare torchvision (which must not be installed next to this torch) or
+# heavy optional dependencies: installed without their dependencies; tests that need them skip otherwise.
+NODEPS ?= torchattacks tonic importRosbag expelliarmus
+
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps $(NODEPS)
 	touch $@
 
 setup: $(VENV)/.installed
@@ -33,9 +38,10 @@ data: setup
 	  fi; }
 	@$(BIN)/spikebench data
 
+# The main job: every study behind the paper's four claims, in quick mode, then the report. The last
+# line printed is the path of the HTML report. Rerunning continues (and reuses) what is there.
 run: data
-	$(BIN)/spikebench train --set train.epochs=1 --set data.limit_train=10000 --out $(OUT) --force
-	@echo "result: $(OUT)/summary.json"
+	$(BIN)/spikebench study all --quick --out $(OUT)
 
 test: setup-dev
 	$(BIN)/python -m pytest -q

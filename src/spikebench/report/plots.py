@@ -37,13 +37,17 @@ def accuracy_vs_locality(runs: list[RunRecord], path: Path) -> Path:
             capsize=3,
             label=label,
         )
-        mems = [stat((r.summary.get("peak_memory_bytes") or 0) / 2**20 for r in rs) for _, _, rs in rows]
+        mems = [
+            stat((r.summary.get("peak_batch_tensor_bytes") or r.summary.get("peak_memory_bytes") or 0) / 2**20
+                 for r in rs)
+            for _, _, rs in rows
+        ]
         b.scatter([m.mean for m in mems], [s.mean for s in accs], marker=marker, label=label)
         for (_, name, _), m, s in zip(rows, mems, accs, strict=True):
             b.annotate(name, (m.mean, s.mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
         a.set_xticks([x for x, _, _ in rows], [n for _, n, _ in rows], rotation=30)
     a.set(xlabel="rule (least to most local)", ylabel="test accuracy", title="accuracy vs locality")
-    b.set(xlabel="peak training memory (MiB)", ylabel="test accuracy", title="accuracy vs memory")
+    b.set(xlabel="training memory of one batch (MiB)", ylabel="test accuracy", title="accuracy vs memory")
     a.legend()
     b.legend()
     return _save(fig, path)

@@ -151,6 +151,26 @@ def prepare_out_dir(out: Path, force: bool) -> None:
         raise RunError(f"output directory {parent} is not writable")
 
 
+def batch_memory(built: Built) -> dict[str, Any]:
+    """Exact tensor memory one training batch of the rule needs (``peak_batch_tensor_bytes``), measured
+    on the trained network with an update that is not applied (weights, gradients and random streams of
+    the run are left as they were). Unlike the process-level ``peak_memory_bytes``, it does not depend on
+    what the process ran before, so it compares rules fairly (:mod:`spikebench.perf.memory`)."""
+    from spikebench.perf.memory import measure_peak
+
+    cfg = built.cfg
+    n = min(cfg.train.batch_size, len(built.data.train))
+    x = built.data.train.x[:n].to(built.device)
+    y = built.data.train.y[:n].to(built.device)
+    enc = components.build_encoding(cfg, generator(cfg.train.seed, 7, built.device))
+    rng = torch.get_rng_state()
+    result = measure_peak(lambda: built.rule.train_batch(built.net, x, y, enc, lambda: None), built.device)
+    torch.set_rng_state(rng)
+    for p in built.net.parameters():
+        p.grad = None
+    return {"peak_batch_tensor_bytes": result.peak_bytes, "peak_batch_tensor_method": result.method}
+
+
 def partial_dir(out: Path) -> Path:
     """Where the run ``out`` is built until it is complete (and where an interrupted run waits)."""
     return out.resolve().parent / f".{out.name}.partial"
@@ -241,6 +261,7 @@ def train_run(
         train_seconds = sum(r.seconds for r in records)
         summary = summary_record(built, records, mem, train_seconds)
         summary["resumed_from_epoch"] = None if state is None else int(state["epoch"])
+        summary.update(batch_memory(built))
         summary["tracking"] = None if tracker is None else tracker.summary(train_seconds)
         backdoor = cfg.data.backdoor
         summary["backdoor"] = (
