@@ -12,7 +12,7 @@ from spikebench.data import Encoding
 from spikebench.data.encoders import Direct, Rate
 from spikebench.dynamics import LIFParams, make_surrogate
 from spikebench.nn.conv import ConvNetwork
-from spikebench.rules.bptt import BPTT
+from spikebench.rules import RULES
 
 
 def make_net(recurrent: bool = False, dtype=torch.float64, seed: int = 0) -> ConvNetwork:
@@ -62,14 +62,22 @@ def test_continuing_from_a_state_equals_one_run():
     assert torch.equal(torch.cat([first.spikes[1], rest.spikes[1]]), whole.spikes[1])
 
 
-def test_bptt_lowers_the_loss_on_tiny_data():
+CONV_RULES = [n for n in RULES.names() if "conv" in RULES.get(n).archs]
+
+
+def test_conv_is_supported_by_whole_sequence_rules():
+    assert {"bptt", "tbptt"} <= set(CONV_RULES)
+
+
+@pytest.mark.parametrize("name", CONV_RULES)
+def test_every_conv_rule_lowers_the_loss_on_tiny_data(name):
     net = make_net(dtype=torch.float32)
     gen = torch.Generator().manual_seed(0)
     y = torch.arange(24) % 3
     x = 0.1 * torch.rand(24, 2, 8, 8, generator=gen)
     for i, c in enumerate(y.tolist()):  # class = which horizontal band is bright
         x[i, :, 2 * c + 1 : 2 * c + 3, :] = 1.0
-    rule = BPTT(RuleConfig(), net, gen)
+    rule = RULES.get(name)(RuleConfig(name=name, k=3), net, gen)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
 
     def apply() -> None:
