@@ -93,7 +93,7 @@ class ModelConfig:
     reset: Literal["soft", "zero"] = "soft"
     detach_reset: bool = True
     surrogate: str = "fast_sigmoid"
-    surrogate_scale: float = 5.0
+    surrogate_scale: float = 2.0
     kappa: float = 0.9
 
     def __post_init__(self) -> None:

@@ -64,10 +64,8 @@ class PeerInfo:
 
 def peer_info(name: str) -> PeerInfo:
     """Try to import peer ``name`` (one of :data:`PEERS`) and say whether it can be benchmarked."""
-    # SpikingJelly's import registers custom operators, for which torch warns that Triton is missing.
-    quiet = logging.getLogger("torch._library.triton")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
+    if name == "spikingjelly":
+        _quiet_triton_notice()
     try:
         for module in _IMPORTS[name]:
             importlib.import_module(module)
@@ -80,10 +78,14 @@ def peer_info(name: str) -> PeerInfo:
         return PeerInfo(name, None, note)
     except Exception as exc:  # a broken install raises anything at import time
         return PeerInfo(name, None, f"{name} failed to import: {type(exc).__name__}: {exc}"[:200])
-    finally:
-        quiet.setLevel(level)
     version = getattr(importlib.import_module(name), "__version__", None) or _dist_version(name)
     return PeerInfo(name, str(version) if version is not None else None, None)
+
+
+def _quiet_triton_notice() -> None:
+    """SpikingJelly registers custom operators, for which torch logs (at import and first use) that
+    Triton, a GPU compiler, is missing: irrelevant to its CPU path, so that one logger is quieted."""
+    logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
 
 
 def _dist_version(name: str) -> str | None:
