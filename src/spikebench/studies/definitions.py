@@ -51,7 +51,7 @@ class Mode:
                 eps=(0.03, 0.1),
                 pgd_steps=10,
                 queries=200,
-                seq_rules=("bptt", "eprop"),
+                seq_rules=("bptt", "ottt"),
                 blackbox=("square", "gaussian-noise"),
                 track_every=10,
                 user_keys=user_keys,
