@@ -21,15 +21,6 @@ from spikebench.rules.eprop import Eligibility
 T = 7
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread (and do not stall on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class Ramp(Encoder):
     """A deterministic input that changes at every step: ``x * (t + 1) / T``."""
 

@@ -23,15 +23,6 @@ from tests.equivalence.test_eprop import Ramp, batch, make, online_loss
 T = 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread (and do not stall on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 ONLINE = ["dfa", "eprop", "ottt", "decolle"]
 
 
