@@ -17,9 +17,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
-# Test-only packages that declare torchvision (which must not be installed next to this torch) or
+# Test-only packages (attack reference, event-file readers, the peer SNN libraries compared in tests and
+# `spikebench perf`) that declare torchvision (which must not be installed next to this torch) or
 # heavy optional dependencies: installed without their dependencies; tests that need them skip otherwise.
-NODEPS ?= torchattacks tonic importRosbag expelliarmus
+NODEPS ?= torchattacks tonic importRosbag expelliarmus snntorch norse spikingjelly nir nirtorch loguru
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e ".[dev]"

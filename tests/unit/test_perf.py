@@ -221,7 +221,10 @@ def test_tiny_run_end_to_end(monkeypatch):
         Network(784, ModelConfig().hidden, 10, recurrent=False, params=LIFParams(), kappa=0.9), 3, 4, True
     )
     sizes = rec["protocol"]["sizes"]
-    assert sizes[0]["results"][0]["library"] == "spikebench" and sizes[0]["results"][0]["peak_bytes"] > 0
+    first = sizes[0]["results"][0]
+    assert first["library"] == "spikebench" and first["peak_bytes"] > 0
+    assert first["neuron_s"] == pytest.approx(first["median_s"] - sizes[0]["linear_only"]["median_s"])
+    assert [r["library"] for r in sizes[0]["results"]] == ["spikebench"]
     assert "results" in sizes[1] and "skipped" in sizes[2]
     assert "snntorch is not installed" in rec["network_vs_snntorch"]["note"]
     text = format_report(rec)

@@ -12,7 +12,9 @@ Four measurements (all on random data of Fashion-MNIST shape; no dataset is read
 (b) **Open Neuromorphic SNN library benchmark protocol.** One Linear + one LIF layer, batch 16,
     T = 500, forward + backward with loss = sum of the output spikes, for n in ``protocol_sizes``
     neurons (= input features), for spikebench and each installed peer, timed alternately (every
-    repeat runs every library once) so that a busy machine slows all of them alike.
+    repeat runs every library once) so that a busy machine slows all of them alike. The Linear alone
+    (forward + backward of the same product) is timed in the same rounds: the time a library needs
+    above it (``neuron_s``) is what its neuron costs.
 (c) **GEMM efficiency.** This machine's dense float32 matrix-product rate (``gemm_n``^3, median) and
     the fraction of it that ``bptt`` training reaches, counting its dense products
     (:func:`training_flops`).
@@ -55,6 +57,7 @@ INPUT_SHAPE = (1, 28, 28)  # Fashion-MNIST
 N_CLASSES = 10
 
 Progress = Callable[[str], None]
+LINEAR_ONLY = "linear only"
 
 
 @dataclass(frozen=True)
@@ -353,9 +356,18 @@ def measure_protocol(opts: PerfOptions, device: torch.device, progress: Progress
                 entry.setdefault("notes", []).append(str(exc))
                 continue
             fns[lib] = _fwd_bwd(module, x)
+        # The dense product alone (same Linear, loss = sum of the currents), timed in the same rounds:
+        # what every library shares; each library's time above it is its neuron's.
+        linear = torch.nn.Linear(n, n, device=device)
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+            linear.bias.copy_(bias)
+        fns[LINEAR_ONLY] = _fwd_bwd(linear, x)
         progress(f"protocol: n={n}, {', '.join(fns)}")
         capped = replace(opts, budget_s=min(opts.budget_s, opts.protocol_cap_s))
         timings = time_calls(fns, device, capped)
+        shared = timings.pop(LINEAR_ONLY)
+        entry["linear_only"] = shared.to_dict()
         base = timings["spikebench"].median_s
         entry["results"] = []
         for lib, timing in timings.items():
@@ -364,13 +376,14 @@ def measure_protocol(opts: PerfOptions, device: torch.device, progress: Progress
                 **timing.to_dict(),
                 "ratio_to_spikebench": timing.median_s / base,
                 "cpu_ratio_to_spikebench": _cpu(timing) / _cpu(timings["spikebench"]),
+                "neuron_s": timing.median_s - shared.median_s,
             }
             if n <= opts.protocol_memory_max_n:
                 gc.collect()
                 mem = measure_peak(fns[lib], device)
                 row.update(peak_bytes=mem.peak_bytes, rss_peak_bytes=mem.rss_peak_bytes)
             entry["results"].append(row)
-        history.append((n, sum(t.median_s for t in timings.values())))
+        history.append((n, sum(t.median_s for t in timings.values()) + shared.median_s))
         out["sizes"].append(entry)
     return out
 

@@ -140,6 +140,13 @@ def format_report(rec: dict[str, Any]) -> str:
             row.append(cell)
         rows.append(row)
     lines += _table(["n"] + libs, rows)
+    for entry in proto["sizes"]:
+        if "linear_only" in entry:
+            neuron = ", ".join(f"{r['library']} {r['neuron_s']:.3f} s" for r in entry["results"])
+            lines.append(
+                f"  n={entry['n']}: the Linear alone takes {entry['linear_only']['median_s']:.3f} s; "
+                f"above it (the neuron): {neuron}"
+            )
     for p in proto["peers"]:
         if p["note"]:
             lines.append(f"  {p['name']} skipped: {p['note']}")
