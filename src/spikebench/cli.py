@@ -522,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_perf)
 
     p = sub.add_parser("ls", help="list registered components")
-    p.add_argument("kind", help="rules, datasets, encoders or surrogates")
+    p.add_argument("kind", help="rules, datasets, encoders, surrogates, attacks, analyses or studies")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_ls)
     return parser
