@@ -18,13 +18,13 @@ from spikebench.train.loop import fit
 ALL = [(name, rec) for name in RULES.names() for rec in (False, True)]
 
 
-def problem(n: int, seed: int) -> Split:
-    """4 classes in 16 inputs: the class decides which quarter of the inputs is bright."""
+def problem(n: int, seed: int, block: int = 4) -> Split:
+    """4 classes in 4 * block inputs: the class decides which block of inputs is bright, on noise."""
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, 4, (n,), generator=g)
-    x = torch.rand(n, 16, generator=g) * 0.3
+    x = torch.rand(n, 4 * block, generator=g) * 0.3
     for c in range(4):
-        x[y == c, 4 * c : 4 * c + 4] += 0.7
+        x[y == c, block * c : block * c + block] += 0.7
     return Split(x, y)
 
 
@@ -41,7 +41,10 @@ def test_every_parameter_gets_a_finite_gradient(name, recurrent):
     data = problem(32, 0)
     got = {}
     result = rule.train_batch(
-        net, data.x, data.y, Encoding(Direct(), 8),
+        net,
+        data.x,
+        data.y,
+        Encoding(Direct(), 8),
         lambda: got.update({n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}),
     )
     assert math.isfinite(result.loss) and result.logits.shape == (32, 4)

@@ -18,6 +18,7 @@ from spikebench.nn import Network
 from spikebench.nn.network import NetState
 from spikebench.rules import RULES
 from spikebench.train.loop import fit
+from tests.contract.test_rules import problem
 from tests.equivalence.test_eprop import Ramp, batch, make, online_loss
 
 T = 6
@@ -229,13 +230,7 @@ def test_no_graph_and_no_memory_across_steps(name):
 
 
 def _problem(n: int, seed: int) -> Split:
-    """4 classes in 12 inputs: the class decides which of four 3-input blocks is bright, on noise."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 4, (n,), generator=g)
-    x = torch.rand(n, 12, generator=g) * 0.3
-    for c in range(4):
-        x[y == c, 3 * c : 3 * c + 3] += 0.7
-    return Split(x, y)
+    return problem(n, seed, block=3)
 
 
 @pytest.mark.parametrize(
