@@ -113,7 +113,8 @@ class ModelConfig:
 class RuleConfig:
     """The learning rule and its options (each rule documents which options it reads).
 
-    ``k``: window length of ``tbptt``. ``update``: when a rule applies its update (``tbptt``:
+    ``k``: window length of ``tbptt``; block length of ``eprop``'s trace updates (exact for every k,
+    memory O(k), faster for larger k). ``update``: when a rule applies its update (``tbptt``:
     window|sequence, ``ottt``: step|sequence, ...; null = the rule's default). ``feedback``:
     symmetric|random feedback for ``fa`` and ``eprop`` (null = the rule's default). ``trace``:
     what ``dfa`` multiplies its error with, none (the presynaptic input at t) | presynaptic (a trace of

@@ -93,11 +93,12 @@ def stopgrad_reference(net, x_seq, labels, feedback: list[torch.Tensor]) -> dict
 @pytest.mark.parametrize("recurrent", [False, True])
 @pytest.mark.parametrize("feedback", ["symmetric", "random"])
 @pytest.mark.parametrize("encoder", [Direct(), Ramp()])
-def test_eprop_equals_autodiff_with_stop_gradient(hidden, recurrent, feedback, encoder):
+@pytest.mark.parametrize("k", [1, 3, 20])
+def test_eprop_equals_autodiff_with_stop_gradient(hidden, recurrent, feedback, encoder, k):
     net = make(hidden, recurrent)
     x, labels = batch()
     enc = Encoding(encoder, T)
-    got, rule = rule_grads(net, x, labels, enc, feedback=feedback)
+    got, rule = rule_grads(net, x, labels, enc, feedback=feedback, k=k)
     if feedback == "random":
         mats = [rule.fixed[f"feedback.{i}"].T for i in range(len(hidden))]
     else:  # the transposed forward path from each layer to the output
@@ -131,19 +132,24 @@ def test_eligibility_with_true_learning_signal_equals_bptt(encoder):
     online_loss(torch.stack(readout), labels).backward()
     assert layer.rec.grad.abs().max() > 0
     p = layer.params
-    w, v, b = (Eligibility(p.alpha, 0.0) for _ in range(3))
+    traces = {name: Eligibility(p.alpha, 0.0, block=3) for name in ("weight", "rec", "bias")}
     ones = x.new_ones(4, 1)
-    got = {"weight": 0.0, "rec": 0.0, "bias": 0.0}
+    got = {name: 0.0 for name in traces}
     with torch.no_grad():
         for t in range(T):
             psi = p.surrogate.derivative(states[t].v - p.theta)
             signal = spikes[t].grad
-            w.update(psi, x_seq[t])
-            v.update(psi, spikes[t - 1] if t > 0 else torch.zeros_like(spikes[0]))
-            b.update(psi, ones)
-            got["weight"] = got["weight"] + w.contract(signal)
-            got["rec"] = got["rec"] + v.contract(signal)
-            got["bias"] = got["bias"] + b.contract(signal).view(-1)
+            pres = {
+                "weight": x_seq[t],
+                "rec": spikes[t - 1] if t > 0 else torch.zeros_like(spikes[0]),
+                "bias": ones,
+            }
+            for name, trace in traces.items():
+                out = trace.step(psi, pres[name], signal)
+                got[name] = got[name] if out is None else got[name] + out
+        for name, trace in traces.items():
+            out = trace.flush(last=True)
+            got[name] = (got[name] if out is None else got[name] + out).reshape(getattr(layer, name).shape)
     for name in got:
         torch.testing.assert_close(got[name], getattr(layer, name).grad, rtol=1e-10, atol=1e-13, msg=name)
 
@@ -164,20 +170,35 @@ def test_one_layer_feedforward_eprop_is_bptt_of_the_online_loss():
     assert ref[0].abs().max() > 0
 
 
-def test_factorised_and_full_eligibility_agree():
-    """The factorised form (constant input) expands into the full one when the input changes."""
+@pytest.mark.parametrize("block", [1, 2, 4, 10])
+def test_blocked_eligibility_equals_the_per_step_recursion(block):
+    """Blocks of any length (shorter than, dividing or not dividing T, longer than T) give exactly the
+    gradient of the per-step recursion, through a constant prefix (factorised form) and changing inputs,
+    and hand it out no later than the end of each block."""
     g = torch.Generator().manual_seed(3)
-    psi = torch.rand(6, 2, 3, generator=g, dtype=torch.float64)
+    steps = 9
+    psi = torch.rand(steps, 2, 3, generator=g, dtype=torch.float64)
+    signal = torch.randn(steps, 2, 3, generator=g, dtype=torch.float64)
     const = torch.rand(2, 4, generator=g, dtype=torch.float64)
-    later = torch.rand(2, 4, generator=g, dtype=torch.float64)
-    pres = [const, const.clone(), const, later, const, later]
-    signal = torch.rand(2, 3, generator=g, dtype=torch.float64)
-    elig = Eligibility(0.8, 0.6)
+    pres = [const, const.clone(), const] + [
+        torch.rand(2, 4, generator=g, dtype=torch.float64) for _ in range(6)
+    ]
+    pres[5] = const
+    elig = Eligibility(0.8, 0.6, block)
     eps = torch.zeros(2, 4, dtype=torch.float64)
     ebar = torch.zeros(2, 3, 4, dtype=torch.float64)
-    for t in range(6):
-        elig.update(psi[t], pres[t])
+    want = got = torch.zeros(3, 4, dtype=torch.float64)
+    for t in range(steps):
         eps = 0.8 * eps + pres[t]
         ebar = 0.6 * ebar + psi[t][:, :, None] * eps[:, None, :]
-        assert (elig.ebar is None) == (t < 3)
-        torch.testing.assert_close(elig.contract(signal), torch.einsum("bj,bji->ji", signal, ebar))
+        want = want + torch.einsum("bj,bji->ji", signal[t], ebar)
+        out = elig.step(psi[t], pres[t], signal[t])
+        if out is not None:
+            got = got + out
+        if block == 1 or (t >= 3 and (t - 3 + 1) % block == 0):  # a block just ended: nothing pending
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    assert (elig.ebar is None) == (block > steps - 3 - 1)
+    rest = elig.flush(last=True)
+    assert (rest is None) == ((steps - 3) % block == 0)
+    torch.testing.assert_close(got if rest is None else got + rest, want, rtol=1e-12, atol=1e-14)
+    assert elig.flush(last=True) is None

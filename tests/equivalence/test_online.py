@@ -209,7 +209,7 @@ def test_no_graph_and_no_memory_across_steps(name):
         saved.append(t.numel())
         return t
 
-    for steps in (10, 30):
+    for steps in (20, 60):
         net = make((5, 4), True)
         x, labels = batch(5)
         rule = RULES.get(name)(RuleConfig(name=name), net, torch.Generator().manual_seed(1))

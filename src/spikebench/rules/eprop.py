@@ -16,52 +16,109 @@ FEEDBACKS = ("symmetric", "random")
 
 
 class Eligibility:
-    """Filtered eligibility traces of one weight matrix ``W`` [N, D] for a batch (Bellec et al. 2020,
-    Methods, LIF neurons):
+    """Filtered eligibility traces of one weight matrix ``W`` [N, D] for a batch and the gradient they
+    give (Bellec et al. 2020, Methods, LIF neurons):
 
         eps_i[t]    = alpha eps_i[t-1] + pre_i[t]          eligibility vector, [B, D]
         e_ji[t]     = psi_j[t] eps_i[t]                    eligibility trace
         ebar_ji[t]  = kappa ebar_ji[t-1] + e_ji[t]         filtered as the readout filters, [B, N, D]
+        dW_ji      += sum_b L_bj[t] ebar_bji[t]            for a learning signal L[t] [B, N]
 
-    and :meth:`contract` gives ``sum_b L_bj[t] ebar_bji[t]`` [N, D] for a learning signal ``L[t]`` [B, N].
     ``eps`` is exact for the soft reset with ``detach_reset`` (dv[t]/dv[t-1] = alpha); for the other
     reset modes it is the paper's LIF approximation, which ignores the reset.
 
-    ``ebar`` does not factorise in general and is stored in full: B*N*D floats (64 x 256 x 784 float32:
-    51 MB). While the presynaptic input is the same at every step (the bias' constant 1, or a
-    ``direct``-encoded image into the first layer) it does: ``eps[t] = a[t] pre`` with
-    ``a[t] = alpha a[t-1] + 1``, so ``ebar_ji[t] = q_j[t] pre_i`` with ``q[t] = kappa q[t-1] + a[t] psi[t]``
-    [B, N]. That form is kept until the input changes, then expanded -- exact either way.
+    Blocks: advancing ``ebar`` [B, N, D] and contracting it with ``L`` at every step costs two passes
+    over B*N*D numbers per step (64 x 256 x 256 float32: 17 MB). Both are done once per block of
+    ``block`` steps instead, exactly: within a block t0..t1 the steps' ``psi``, ``eps`` and ``L`` are
+    kept ([block, B, N + D + N]) and, with ``Lbar[s] = sum_{s<=t<=t1} kappa^{t-s} L[t]``,
+
+        sum_{t0<=t<=t1} sum_b L_bj[t] ebar_bji[t] = sum_b (sum_t kappa^{t-t0+1} L_bj[t]) ebar_bji[t0-1]
+                                                 + sum_{s, b} psi_bj[s] Lbar_bj[s] eps_bi[s]
+
+    (one contraction with the carried ``ebar`` and one matrix product), and
+    ``ebar[t1] = kappa^{t1-t0+1} ebar[t0-1] + sum_s kappa^{t1-s} psi[s] eps[s]^T`` (one batched product).
+    The gradient of a block is therefore known ``block - 1`` steps late at most; memory stays
+    independent of T. ``block = 1`` is the plain per-step recursion. A sequence shorter than one block
+    never materialises ``ebar``; memory is O(block * B * (N + D)) besides it.
+
+    While the presynaptic input is the same at every step (the bias' constant 1, or a ``direct``-encoded
+    image into the first layer) the traces factorise: ``eps[t] = a[t] pre`` with ``a[t] = alpha a[t-1] +
+    1``, so ``ebar_ji[t] = q_j[t] pre_i`` with ``q[t] = kappa q[t-1] + a[t] psi[t]`` [B, N] and the
+    gradient is ``(sum_t L[t] q[t])^T pre``. When the input changes the full form takes over and the
+    prefix's part of ``ebar``, ``q const^T``, stays factorised (it only decays).
     """
 
-    def __init__(self, alpha: float, kappa: float) -> None:
-        self.alpha, self.kappa = alpha, kappa
+    def __init__(self, alpha: float, kappa: float, block: int = 1) -> None:
+        self.alpha, self.kappa, self.block = alpha, kappa, block
         self.const: Tensor | None = None  # the presynaptic input while it is constant, [B, D]
         self.a = 0.0
-        self.q: Tensor | None = None  # [B, N], factorised form
+        self.q: Tensor | None = None  # [B, N], factorised form (then: the decaying prefix of ebar)
+        self.lq: Tensor | None = None  # sum_t L[t] q[t] since the last flush, [B, N]
         self.eps: Tensor | None = None  # [B, D], full form
-        self.ebar: Tensor | None = None  # [B, N, D], full form
+        self.ebar: Tensor | None = None  # [B, N, D], carried between blocks of the full form
+        self.pending: list[tuple[Tensor, Tensor, Tensor]] = []  # (psi, eps, L) of the current block
 
-    def update(self, psi: Tensor, pre: Tensor) -> None:
-        """Advance one step: ``psi`` [B, N] surrogate derivatives, ``pre`` [B, D] presynaptic input."""
-        if self.ebar is None:
+    @property
+    def full(self) -> bool:
+        return self.eps is not None
+
+    def step(self, psi: Tensor, pre: Tensor, signal: Tensor) -> Tensor | None:
+        """Advance one step -- ``psi`` [B, N] surrogate derivatives, ``pre`` [B, D] presynaptic input,
+        ``signal`` [B, N] learning signal -- and return the gradient [N, D] of the steps completed since
+        the last one returned (None while a block is open)."""
+        if not self.full:
             if self.const is None:
                 self.const, self.a, self.q = pre, 1.0, psi.clone()
-                return
-            if pre is self.const or torch.equal(pre, self.const):
+            elif pre is self.const or torch.equal(pre, self.const):
                 self.a = self.alpha * self.a + 1.0
                 self.q.mul_(self.kappa).add_(psi, alpha=self.a)
-                return
-            self.eps = self.const * self.a
-            self.ebar = self.q[:, :, None] * self.const[:, None, :]
-        self.eps.mul_(self.alpha).add_(pre)
-        self.ebar.baddbmm_(psi[:, :, None], self.eps[:, None, :], beta=self.kappa)
+            else:  # the input changed: continue in the full form, the prefix ebar = q const^T kept factorised
+                before = self.flush()  # the constant phase's gradient
+                self.eps = self.const * self.a
+                after = self._advance(psi, pre, signal)
+                return before if after is None else after if before is None else before.add_(after)
+            lq = signal * self.q
+            self.lq = lq if self.lq is None else self.lq.add_(lq)
+            return self.flush() if self.block == 1 else None
+        return self._advance(psi, pre, signal)
 
-    def contract(self, signal: Tensor) -> Tensor:
-        """``sum_b signal_bj ebar_bji`` [N, D] for a learning signal [B, N]."""
-        if self.ebar is None:
-            return (signal * self.q).T @ self.const
-        return torch.einsum("bj,bji->ji", signal, self.ebar)
+    def _advance(self, psi: Tensor, pre: Tensor, signal: Tensor) -> Tensor | None:
+        self.eps = self.eps * self.alpha + pre
+        self.pending.append((psi, self.eps, signal))
+        return self.flush() if len(self.pending) == self.block else None
+
+    def flush(self, last: bool = False) -> Tensor | None:
+        """The gradient [N, D] of the steps not yet returned (None if there are none); ``last``: no step
+        follows, so the carried trace is not advanced."""
+        if not self.full:
+            if self.lq is None:
+                return None
+            out, self.lq = self.lq.T @ self.const, None
+            return out
+        if not self.pending:
+            return None
+        psi, eps, signal = (torch.stack(v) for v in zip(*self.pending, strict=True))  # [k, B, .]
+        self.pending = []
+        k, B, N = psi.shape
+        powers = self.kappa ** torch.arange(k, dtype=psi.dtype, device=psi.device)  # kappa^0 .. kappa^(k-1)
+        lbar = signal.clone()
+        for s in range(k - 2, -1, -1):
+            lbar[s].add_(lbar[s + 1], alpha=self.kappa)
+        out = (psi * lbar).reshape(k * B, N).T @ eps.reshape(k * B, -1)
+        carried = torch.einsum("k,kbn->bn", powers * self.kappa, signal)
+        if self.q is not None:  # the factorised prefix, decayed since the input changed
+            out.addmm_((carried * self.q).T, self.const)
+        if self.ebar is not None:
+            out.add_(torch.einsum("bn,bnd->nd", carried, self.ebar))
+        if not last:
+            if self.q is not None:
+                self.q.mul_(self.kappa**k)
+            weighted = (psi * powers.flip(0)[:, None, None]).permute(1, 2, 0)  # [B, N, k]
+            if self.ebar is None:
+                self.ebar = torch.bmm(weighted, eps.transpose(0, 1))
+            else:
+                self.ebar.mul_(self.kappa**k).baddbmm_(weighted, eps.transpose(0, 1))
+        return out
 
 
 @RULES.register("eprop")
@@ -86,6 +143,9 @@ class EProp(OnlineRule):
     recurrent spikes: this equals autodiff of the loss with a stop-gradient on ``V z[t-1]``, on every
     layer's input and on the reset (tested). The readout gets its exact gradient
     (:class:`~spikebench.rules.online.ReadoutTrace`). ``rule.update``: step|sequence (default sequence).
+    With ``sequence`` the traces advance in blocks of ``rule.k`` steps (:class:`Eligibility`: the same
+    gradient, fewer passes over the [B, N, D] traces); ``step`` needs every step's gradient at once and
+    uses blocks of one step.
 
     Input gradient (attacks): the first layer's learning signal, filtered back in time by kappa, through
     its eligibility path ``psi``, the leak alpha and ``W_1`` (:meth:`OnlineRule.input_gradient`).
@@ -105,6 +165,7 @@ class EProp(OnlineRule):
     def __init__(self, cfg: RuleConfig, net: Network, gen: torch.Generator) -> None:
         super().__init__(cfg, net, gen)
         self.feedback = choose(cfg.feedback, FEEDBACKS, self.default_feedback, "rule.feedback", self.name)
+        self.block = cfg.k if self.update == "sequence" else 1
         if self.feedback == "random":
             like = net.readout.linear.weight
             self.fixed = {
@@ -133,26 +194,30 @@ class EProp(OnlineRule):
         return out
 
     def begin(self, net: Network) -> None:
-        kappa = net.readout.kappa
+        kappa, block = net.readout.kappa, self.block
         self._ones: Tensor | None = None
         self._traces = [
-            tuple(
-                Eligibility(layer.params.alpha, kappa) if use else None
-                for use in (True, layer.rec is not None, True)
-            )
+            [
+                (param, pre, Eligibility(layer.params.alpha, kappa, block))
+                for param, pre in ((layer.weight, "input"), (layer.rec, "prev"), (layer.bias, "one"))
+                if param is not None
+            ]
             for layer in net.layers
         ]
 
     def accumulate(self, net: Network, view: StepView, signals: list[Tensor]) -> None:
         if self._ones is None:
             self._ones = view.y.new_ones(view.y.shape[0], 1)
-        for i, layer in enumerate(net.layers):
-            w, v, b = self._traces[i]
-            psi, signal = view.psi[i], signals[i]
-            w.update(psi, view.inputs[i])
-            add_grad(layer.weight, w.contract(signal))
-            b.update(psi, self._ones)
-            add_grad(layer.bias, b.contract(signal).view(-1))
-            if v is not None:
-                v.update(psi, view.prev[i])
-                add_grad(layer.rec, v.contract(signal))
+        for i, traces in enumerate(self._traces):
+            pres = {"input": view.inputs[i], "prev": view.prev[i], "one": self._ones}
+            for param, pre, trace in traces:
+                grad = trace.step(view.psi[i], pres[pre], signals[i])
+                if grad is not None:
+                    add_grad(param, grad.view_as(param))
+
+    def finish(self, net: Network) -> None:
+        for traces in self._traces:
+            for param, _, trace in traces:
+                grad = trace.flush(last=True)
+                if grad is not None:
+                    add_grad(param, grad.view_as(param))

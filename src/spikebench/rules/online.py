@@ -208,6 +208,10 @@ class OnlineRule(LearningRule):
     def accumulate(self, net: Network, view: StepView, signals: list[Tensor]) -> None:
         """Add this step's gradients of the hidden layers to ``.grad``."""
 
+    def finish(self, net: Network) -> None:
+        """Add what :meth:`accumulate` still holds at the end of the sequence (``rule.update=sequence``
+        only: in step mode every step's gradient must be complete when it is applied)."""
+
     def signal_decay(self, net: Network) -> float:
         """Decay of the filter the rule applies to the learning signal (0: none; e-prop: kappa)."""
         return 0.0
@@ -234,6 +238,7 @@ class OnlineRule(LearningRule):
                     apply()
                 loss += view.loss
                 y_sum = view.y.clone() if y_sum is None else y_sum.add_(view.y)
+            self.finish(net)
             if self.update == "sequence":
                 apply()
         return BatchResult(loss.item() / T, y_sum / T)
