@@ -1,6 +1,11 @@
 """Every dataset's loader on generated files in its real on-disk format: shapes, dtypes, labels, binning."""
 
+import dataclasses
+import functools
+import hashlib
+import http.server
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +14,7 @@ import torch
 
 from spikebench.cli import main
 from spikebench.config import ConfigError, DataConfig, load_config
-from spikebench.data import DATASETS, DataError, Encoding, dataset_spec, load_dataset
+from spikebench.data import DATASETS, DataError, Encoding, dataset_spec, datasets, load_dataset
 from spikebench.data.encoders import Direct
 from spikebench.data.events import bin_events
 from tests.conftest import make_fashion_like
@@ -60,6 +65,49 @@ def test_mnist_missing_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="mnist not found") as err:
         load_dataset(DataConfig(name="mnist", root=str(tmp_path)))
     assert "\n" not in str(err.value) and "Debian" not in str(err.value)
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """A local HTTP server over ``tmp_path / "served"`` (the download path, without a network)."""
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    thread.join()
+
+
+@pytest.mark.parametrize("tamper", [None, "t10k-labels-idx1-ubyte"])
+def test_download_is_checked_against_the_official_md5(tmp_path, monkeypatch, file_server, tamper):
+    """A download whose compressed bytes do not match the official MD5 is an error and leaves no file."""
+    served, url = file_server
+    make_fashion_like(served, n_train=30, n_test=10)
+    md5 = {f.name[:-3]: hashlib.md5(f.read_bytes()).hexdigest() for f in served.glob("*.gz")}
+    if tamper:
+        md5[tamper] = "0" * 32
+    src = dataclasses.replace(datasets.MNIST, url=url, md5_gz=md5)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("SPIKEBENCH_DATA", raising=False)
+    monkeypatch.delenv("SPIKEBENCH_NO_DOWNLOAD", raising=False)
+    cfg = DataConfig(name="mnist", root=str(tmp_path / "nowhere"))
+    if tamper is None:
+        ds = datasets.load_idx_dataset(src, cfg)
+        assert len(ds.train) == 30 and len(ds.test) == 10
+        assert ds.source == str(tmp_path / "cache" / "spikebench" / "mnist")
+    else:
+        with pytest.raises(DataError, match="MD5") as err:
+            datasets.load_idx_dataset(src, cfg)
+        assert "\n" not in str(err.value)
+        assert not list((tmp_path / "cache" / "spikebench" / "mnist").glob(f"*{tamper}*"))
+
+
+def test_mnist_records_the_official_md5_of_every_file():
+    assert set(datasets.MNIST.md5_gz) == set(datasets.IDX_FILES)
+    assert all(len(v) == 32 for v in datasets.MNIST.md5_gz.values())
 
 
 def test_sequential_fashion_mnist_rows_are_steps(fake_data):

@@ -21,7 +21,7 @@ import tempfile
 import urllib.request
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -153,8 +153,9 @@ class IdxSource:
     """Where an IDX dataset lives: its folder name, official URL prefix, and content checksums.
 
     ``sha256`` holds the SHA-256 of each file's *decompressed* content (repackaged .gz files, such as
-    Debian's, differ in their compressed bytes but not in content); a file without an entry is checked
-    for structure and sample count only.
+    Debian's, differ in their compressed bytes but not in content); ``md5_gz`` the MD5 of the official
+    compressed files, which every download must match. A local file without a content checksum is
+    checked for structure, sample count and label range only.
     """
 
     name: str
@@ -162,6 +163,7 @@ class IdxSource:
     system_dirs: tuple[str, ...]
     sha256: dict[str, str]
     counts: tuple[int, int]  # (train, test)
+    md5_gz: dict[str, str] = field(default_factory=dict)
 
 
 FASHION_MNIST = IdxSource(
@@ -177,15 +179,21 @@ FASHION_MNIST = IdxSource(
     counts=(60000, 10000),
 )
 
-# MNIST (LeCun et al. 1998), official files from the PyTorch project's mirror. No content checksums are
-# recorded for it: MNIST files are checked for IDX structure, matching image and label counts and the
-# label range only.
+# MNIST (LeCun et al. 1998), official files from the PyTorch project's mirror. Downloads are checked
+# against the MD5 sums of the official .gz files (the ones the MNIST mirrors publish); local copies,
+# possibly recompressed, are checked for IDX structure, matching image and label counts and label range.
 MNIST = IdxSource(
     name="mnist",
     url="https://ossci-datasets.s3.amazonaws.com/mnist/",
     system_dirs=(),
     sha256={},
     counts=(60000, 10000),
+    md5_gz={
+        "train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
 )
 
 
@@ -229,7 +237,14 @@ def _download(src: IdxSource, dest: Path) -> None:
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
                 while chunk := resp.read(1 << 20):
                     out.write(chunk)
-            content = gzip.decompress(Path(tmp).read_bytes())
+            packed = Path(tmp).read_bytes()
+            expected_md5 = src.md5_gz.get(stem)
+            if (
+                expected_md5 is not None
+                and hashlib.md5(packed, usedforsecurity=False).hexdigest() != expected_md5
+            ):
+                raise DataError(f"downloaded {url} does not match the official file's MD5 checksum")
+            content = gzip.decompress(packed)
             expected = src.sha256.get(stem)
             if expected is not None and hashlib.sha256(content).hexdigest() != expected:
                 raise DataError(f"downloaded {url} does not match the official content checksum")
