@@ -107,8 +107,11 @@ class Tracker:
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs to continue tracking exactly: time spent, last epoch, random stream."""
         gen = self.enc.gen
-        return {"seconds": dict(self.seconds), "epoch": self._epoch,
-                "generator": None if gen is None else gen.get_state()}
+        return {
+            "seconds": dict(self.seconds),
+            "epoch": self._epoch,
+            "generator": None if gen is None else gen.get_state(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint: records written after it (by the interrupted run) are dropped."""
@@ -119,7 +122,9 @@ class Tracker:
         for name in ("alignment.jsonl", "fisher.jsonl"):
             path = self.run_dir / name
             if path.exists():
-                rows = [r for r in path.read_text().splitlines() if r and json.loads(r)["epoch"] <= self._epoch]
+                rows = [
+                    r for r in path.read_text().splitlines() if r and json.loads(r)["epoch"] <= self._epoch
+                ]
                 path.write_text("".join(r + "\n" for r in rows))
 
     def summary(self, train_seconds: float) -> dict[str, Any]:

@@ -103,7 +103,7 @@ def tradeoff_section(runs: list[RunRecord], out: Path) -> list[Block]:
         Para(
             "Accuracy is on the test set, mean ± std over seeds; the best entry is in bold. "
             "Samples/s, memory and time are means over feed-forward and recurrent runs; batch memory is the "
-                       "exact tensor memory one training batch needs (beyond parameters and optimiser state)."
+            "exact tensor memory one training batch needs (beyond parameters and optimiser state)."
         )
     )
     if rows:

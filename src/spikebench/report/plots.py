@@ -38,8 +38,10 @@ def accuracy_vs_locality(runs: list[RunRecord], path: Path) -> Path:
             label=label,
         )
         mems = [
-            stat((r.summary.get("peak_batch_tensor_bytes") or r.summary.get("peak_memory_bytes") or 0) / 2**20
-                 for r in rs)
+            stat(
+                (r.summary.get("peak_batch_tensor_bytes") or r.summary.get("peak_memory_bytes") or 0) / 2**20
+                for r in rs
+            )
             for _, _, rs in rows
         ]
         b.scatter([m.mean for m in mems], [s.mean for s in accs], marker=marker, label=label)
