@@ -67,10 +67,15 @@ class SpikingConv(nn.Module):
         z, final = lif.scan(self.params, self.currents(x_seq), None, state)
         return z, self.pooled(z), final
 
-    def step(self, x: Tensor, state: LIFState) -> tuple[Tensor, Tensor, LIFState]:
-        """One step: ``x`` [B, C, H, W] -> spikes [B, N], pooled output [B, *out_shape], new state."""
+    def step(self, x: Tensor, state: LIFState) -> tuple[Tensor, Tensor, Tensor | None, LIFState]:
+        """One step: ``x`` [B, C, H, W] -> spikes [B, N], pooled output [B, *out_shape], the argmax
+        indices of the max pooling (None when ``pool`` is 1; what online rules need to send a gradient
+        back through the pooling, with ``max_unpool2d``) and the new state."""
         z, new = lif.step(self.params, state, self.conv(x).reshape(x.shape[0], -1))
-        return z, self.pooled(z), new
+        if self.pool == 1:
+            return z, z.reshape(-1, *self.out_shape), None, new
+        out, idx = nn.functional.max_pool2d(z.reshape(-1, *self.map_shape), self.pool, return_indices=True)
+        return z, out, idx, new
 
     def zero_state(self, batch: int, like: Tensor) -> LIFState:
         return lif.zero_state(batch, self.n_neurons, device=like.device, dtype=like.dtype)
@@ -140,15 +145,28 @@ class ConvNetwork(nn.Module):
 
     def step(self, x: Tensor, state: NetState) -> tuple[list[Tensor], Tensor, NetState]:
         """One step for online use: ``x`` [B, C, H, W] -> (spikes per layer, readout [B, C], state)."""
-        h, spikes, states = x, [], []
+        spikes, _, _, y, new = self.step_outputs(x, state)
+        return spikes, y, new
+
+    def step_outputs(
+        self, x: Tensor, state: NetState
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor | None], Tensor, NetState]:
+        """:meth:`step`, also returning every layer's output flattened [B, D_l] (a block's pooled spikes,
+        a dense layer's spikes) and every layer's max-pooling argmax indices (None for dense layers and
+        ``pool = 1``): (spikes, outputs, indices, readout, state)."""
+        h, spikes, outputs, indices, states = x, [], [], [], []
         for block, s in zip(self.blocks, state.layers, strict=False):
-            z, h, s = block.step(h, s)
+            z, h, idx, s = block.step(h, s)
             spikes.append(z)
+            outputs.append(h.reshape(h.shape[0], -1))
+            indices.append(idx)
             states.append(s)
-        h = h.reshape(h.shape[0], -1)
+        h = outputs[-1]
         for layer, s in zip(self.dense, state.layers[len(self.blocks) :], strict=True):
             h, s = layer.step(h, s)
             spikes.append(h)
+            outputs.append(h)
+            indices.append(None)
             states.append(s)
         y = self.readout.step(h, state.y)
-        return spikes, y, NetState(states, y)
+        return spikes, outputs, indices, y, NetState(states, y)

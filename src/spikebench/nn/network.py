@@ -245,3 +245,11 @@ class Network(nn.Module):
             states.append(s)
         y = self.readout.step(h, state.y)
         return spikes, y, NetState(states, y)
+
+    def step_outputs(
+        self, x: Tensor, state: NetState
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor | None], Tensor, NetState]:
+        """:meth:`step` in the form of :meth:`spikebench.nn.conv.ConvNetwork.step_outputs`: (spikes,
+        outputs -- the spikes again --, pooling indices -- None for every layer --, readout, state)."""
+        spikes, y, new = self.step(x, state)
+        return spikes, spikes, [None] * len(spikes), y, new

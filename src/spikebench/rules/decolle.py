@@ -8,7 +8,7 @@ from torch import Tensor
 from spikebench.config import RuleConfig
 from spikebench.nn.network import Network
 from spikebench.rules.base import RULES, Locality
-from spikebench.rules.online import StepView, TracedRule, random_matrix, step_error
+from spikebench.rules.online import StepView, TracedRule, n_outputs, random_matrix, spike_grad, step_error
 
 
 @RULES.register("decolle")
@@ -33,6 +33,16 @@ class DECOLLE(TracedRule):
 
     Input gradient (attacks): the first layer's local loss through ``W_1`` and its trace
     (:meth:`OnlineRule.input_gradient`).
+
+    Convolutional networks: a convolution block's local readout reads its *output*, the max-pooled
+    spikes ``p_l[t]`` (``G_l`` [C, D_l], ``D_l = C_l * H_l/pool * W_l/pool``, uniform in +-1/sqrt(D_l)),
+    as in the paper, where each layer's readout sits after its pooling: the local loss judges what the
+    layer passes on, and ``G_l`` is ``pool^2`` times smaller than on the neurons. The gradient of the
+    local loss ``CE(G_l p_l[t], label) / T`` reaches the block's neurons through the pooling (each
+    window's gradient to its argmax at t, :func:`~spikebench.rules.online.spike_grad`); the
+    weight update is then that of :class:`~spikebench.rules.online.TracedRule` (a correlation with the
+    trace of the input maps). (Readouts on the neurons before pooling trained no better in a short
+    Fashion-MNIST check.)
     """
 
     name = "decolle"
@@ -43,18 +53,19 @@ class DECOLLE(TracedRule):
         memory="O(1)",
         rank=6,
     )
+    archs = ("mlp", "conv")
 
     def __init__(self, cfg: RuleConfig, net: Network, gen: torch.Generator) -> None:
         super().__init__(cfg, net, gen)
         like = net.readout.linear.weight
         self.fixed = {
-            f"readout.{i}": random_matrix(gen, net.n_classes, layer.n_out, layer.n_out, like)
+            f"readout.{i}": random_matrix(gen, net.n_classes, n_outputs(layer), n_outputs(layer), like)
             for i, layer in enumerate(net.layers)
         }
 
     def signals(self, net: Network, view: StepView) -> list[Tensor]:
         out = []
-        for i, z in enumerate(view.spikes):
+        for i, (layer, o) in enumerate(zip(net.layers, view.outputs, strict=True)):
             g = self.fixed[f"readout.{i}"]
-            out.append(step_error(z @ g.T, view.onehot, view.T) @ g)
+            out.append(spike_grad(layer, step_error(o @ g.T, view.onehot, view.T) @ g, view.pool[i]))
         return out

@@ -10,7 +10,7 @@ from torch import Tensor
 from spikebench.config import RuleConfig
 from spikebench.nn.network import Network
 from spikebench.rules.base import RULES, Locality, choose
-from spikebench.rules.online import StepView, TracedRule, random_matrix
+from spikebench.rules.online import StepView, TracedRule, n_neurons, random_matrix
 
 TRACES = ("none", "presynaptic")
 
@@ -35,6 +35,11 @@ class DFA(TracedRule):
 
     Input gradient (attacks): ``W_1^T delta_1[t]``, through the trace when there is one
     (:meth:`OnlineRule.input_gradient`).
+
+    Convolutional networks: a convolution block's ``B_l`` is [C_l * H_l * W_l, C], one row per neuron
+    (before pooling: the error is projected straight onto the neurons, nothing is routed through the
+    forward pooling), uniform in +-1/sqrt(N_l); the weight update is that of
+    :class:`~spikebench.rules.online.TracedRule` (a correlation with the trace of the input maps).
     """
 
     name = "dfa"
@@ -45,6 +50,7 @@ class DFA(TracedRule):
         memory="O(1)",
         rank=5,
     )
+    archs = ("mlp", "conv")
     options: ClassVar[tuple[str, ...]] = ("update", "trace")
     default_trace: ClassVar[str] = "presynaptic"
 
@@ -53,7 +59,7 @@ class DFA(TracedRule):
         self.trace = choose(cfg.trace, TRACES, self.default_trace, "rule.trace", self.name)
         like = net.readout.linear.weight
         self.fixed = {
-            f"feedback.{i}": random_matrix(gen, layer.n_out, net.n_classes, layer.n_out, like)
+            f"feedback.{i}": random_matrix(gen, n_neurons(layer), net.n_classes, n_neurons(layer), like)
             for i, layer in enumerate(net.layers)
         }
 

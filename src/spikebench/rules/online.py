@@ -17,6 +17,17 @@ Loss (DESIGN §3): the per-step cross-entropy of the readout averaged over time,
 every time step (the weights change within the sequence, OTTT_O of Xiao et al. 2022); ``sequence``
 accumulates over the sequence and applies once at the end (OTTT_A), so the gradient applied is the sum
 of the per-step gradients.
+
+Convolutional networks (:class:`~spikebench.nn.conv.ConvNetwork`, ``model.arch: conv``; ``ottt``,
+``decolle`` and ``dfa``): a convolution block's neurons are its ``C_l * H * W`` LIF units before pooling,
+so ``L_l[t]``, ``psi_l[t]`` and ``delta_l[t]`` are [B, C_l*H*W] (channel-major); its input (and input
+trace) is a stack of feature maps [B, C, H, W]: the image, or the previous block's max-pooled spikes. The
+few places that depend on the layer type are the helpers below: :func:`add_synapse_grads` (the weight
+gradient ``sum_b delta^T x_hat`` of a dense layer is ``torch.nn.grad.conv2d_weight(x_hat, delta)`` for a
+block, its bias gradient ``delta`` summed over batch *and space*), :func:`input_grad` (``delta W`` becomes
+the transposed convolution ``conv2d_input``) and :func:`spike_grad` (a gradient w.r.t. a block's pooled
+output reaches its spikes through max pooling: to the argmax of each window, by ``max_unpool2d`` with the
+indices the forward pass's pooling returns). All are plain tensor operations: no autograd anywhere.
 """
 
 from __future__ import annotations
@@ -29,10 +40,11 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from spikebench.config import RuleConfig
 from spikebench.data.encoders import Encoding
+from spikebench.nn.conv import SpikingConv
 from spikebench.nn.network import Network, Readout
 from spikebench.rules.base import Apply, BatchResult, LearningRule, choose
 
@@ -44,10 +56,13 @@ class StepView:
     """What one step ``t`` of the forward pass produced (all [B, .] and without autograd history).
 
     ``inputs[l]``: presynaptic input of hidden layer l at t (the flattened encoded input ``x[t]`` for
-    l = 0, the spikes ``z_{l-1}[t]`` above); ``prev[l]``: ``z_l[t-1]``, the input of the recurrent
-    weights; ``spikes[l]``: ``z_l[t]``; ``psi[l]``: the surrogate derivative ``S'(v_l[t] - theta)``;
-    ``y``: the readout [B, C]; ``onehot``: the labels [B, C]; ``error``: ``e[t] = dL/dy[t]`` [B, C];
-    ``loss``: ``CE(y[t], label)`` (batch mean, a 0-d tensor).
+    l = 0, the output of layer l-1 above; a convolution block's input is feature maps [B, C, H, W]);
+    ``prev[l]``: ``z_l[t-1]``, the input of the recurrent weights; ``spikes[l]``: ``z_l[t]`` [B, N_l];
+    ``psi[l]``: the surrogate derivative ``S'(v_l[t] - theta)`` [B, N_l]; ``outputs[l]``: what layer l
+    passes on, flattened [B, D_l] (``spikes[l]`` itself for a dense layer, the max-pooled spikes for a
+    convolution block); ``pool[l]``: a block's max-pooling argmax indices (None for dense layers and
+    ``pool = 1``); ``y``: the readout [B, C]; ``onehot``: the labels [B, C]; ``error``: ``e[t] = dL/dy[t]``
+    [B, C]; ``loss``: ``CE(y[t], label)`` (batch mean, a 0-d tensor).
     """
 
     t: int
@@ -60,6 +75,8 @@ class StepView:
     onehot: Tensor
     error: Tensor
     loss: Tensor
+    outputs: list[Tensor]
+    pool: list[Tensor | None]
 
 
 def step_error(logits: Tensor, onehot: Tensor, T: int) -> Tensor:
@@ -69,25 +86,29 @@ def step_error(logits: Tensor, onehot: Tensor, T: int) -> Tensor:
 
 
 def online_steps(net: Network, frames: Iterable[Tensor], labels: Tensor, T: int) -> Iterator[StepView]:
-    """Run ``net`` step by step over ``frames`` (T inputs [B, ...]) from the resting state.
+    """Run ``net`` (a :class:`~spikebench.nn.network.Network` or a
+    :class:`~spikebench.nn.conv.ConvNetwork`) step by step over ``frames`` (T inputs [B, ...]) from the
+    resting state.
 
-    Each step's state is used once and dropped; call under ``torch.no_grad()``.
+    Each step's state is used once and dropped; call under ``torch.no_grad()``. The step is
+    ``net.step_outputs``, which also returns every layer's output and a block's max-pooling indices.
     """
     state = None
+    layers = list(net.layers)
     for t, x in enumerate(frames):
-        x = x.reshape(x.shape[0], -1)
+        x = as_input(layers[0], x)
         if state is None:
             state = net.zero_state(x.shape[0], x)
             onehot = F.one_hot(labels, net.n_classes).to(x.dtype)
-        spikes, y, new = net.step(x, state)
+        spikes, outputs, pool, y, new = net.step_outputs(x, state)
         psi = [
             layer.params.surrogate.derivative(s.v - layer.params.theta)
-            for layer, s in zip(net.layers, new.layers, strict=True)
+            for layer, s in zip(layers, new.layers, strict=True)
         ]
         yield StepView(
             t,
             T,
-            [x, *spikes[:-1]],
+            [x, *(as_input(layer, o) for layer, o in zip(layers[1:], outputs[:-1], strict=True))],
             [s.z for s in state.layers],
             spikes,
             psi,
@@ -95,8 +116,69 @@ def online_steps(net: Network, frames: Iterable[Tensor], labels: Tensor, T: int)
             onehot,
             step_error(y, onehot, T),
             F.cross_entropy(y, labels),
+            outputs,
+            pool,
         )
         state = new
+
+
+# -- what depends on the layer type: a dense SpikingLinear or a convolution block SpikingConv ---------
+
+
+def n_neurons(layer: nn.Module) -> int:
+    """Number of LIF neurons N_l of a spiking layer (a convolution block's before pooling)."""
+    return layer.n_neurons if isinstance(layer, SpikingConv) else layer.n_out
+
+
+def n_outputs(layer: nn.Module) -> int:
+    """Size D_l of a layer's (flattened) output: N_l for a dense layer, pooled maps for a block."""
+    return math.prod(layer.out_shape) if isinstance(layer, SpikingConv) else layer.n_out
+
+
+def as_input(layer: nn.Module, h: Tensor) -> Tensor:
+    """``h`` [B, ...] shaped as ``layer`` consumes it: [B, D] for a dense layer, [B, C, H, W] for a block."""
+    if isinstance(layer, SpikingConv):
+        return h.reshape(h.shape[0], *layer.in_shape)
+    return h.reshape(h.shape[0], -1)
+
+
+def spike_grad(layer: nn.Module, g: Tensor, idx: Tensor | None) -> Tensor:
+    """Gradient w.r.t. a layer's spikes [B, N_l] of ``g``, a gradient w.r.t. its output [B, ...]: ``g``
+    itself for a dense layer; through a block's max pooling (each window's gradient to its argmax
+    ``idx``, zero elsewhere) for a convolution block."""
+    if not isinstance(layer, SpikingConv):
+        return g
+    if idx is not None:
+        g = F.max_unpool2d(g.reshape(-1, *layer.out_shape), idx, layer.pool, output_size=layer.map_shape[1:])
+    return g.reshape(g.shape[0], -1)
+
+
+def input_grad(layer: nn.Module, delta: Tensor) -> Tensor:
+    """Gradient w.r.t. a layer's input of ``sum delta * I`` for its feed-forward current ``I``: ``delta``
+    [..., N_l] -> ``delta W`` [..., D] for a dense layer, the transposed convolution [..., C, H, W] of the
+    maps of ``delta`` for a block (``torch.nn.grad.conv2d_input``)."""
+    if not isinstance(layer, SpikingConv):
+        return delta @ layer.weight
+    lead, conv = delta.shape[:-1], layer.conv
+    maps = delta.reshape(-1, *layer.map_shape)
+    size = (maps.shape[0], *layer.in_shape)
+    g = torch.nn.grad.conv2d_input(size, conv.weight, maps, padding=conv.padding)
+    return g.reshape(*lead, *layer.in_shape)
+
+
+def add_synapse_grads(layer: nn.Module, delta: Tensor, x_hat: Tensor, a: float) -> None:
+    """Add the feed-forward weight and bias gradients of ``delta`` [B, N_l] with the presynaptic trace
+    ``x_hat`` (the layer's input's shape) and bias trace ``a``: ``dW += delta^T x_hat``, ``db += a sum_b
+    delta`` for a dense layer; for a block the same sums over the batch and every position of the maps,
+    ``dK += conv2d_weight(x_hat, delta)`` and ``db += a sum_{b,y,x} delta``."""
+    if not isinstance(layer, SpikingConv):
+        add_outer(layer.weight, delta, x_hat)
+        add_grad(layer.bias, delta.sum(0).mul_(a))
+        return
+    conv = layer.conv
+    maps = delta.reshape(-1, *layer.map_shape)
+    add_grad(conv.weight, torch.nn.grad.conv2d_weight(x_hat, conv.weight.shape, maps, padding=conv.padding))
+    add_grad(conv.bias, maps.sum((0, 2, 3)).mul_(a))
 
 
 def add_grad(p: Tensor, g: Tensor) -> None:
@@ -116,7 +198,8 @@ def add_outer(p: Tensor, delta: Tensor, pre: Tensor) -> None:
 
 
 class Trace:
-    """A presynaptic trace ``s_hat[t] = decay * s_hat[t-1] + s[t]`` [B, D], updated in place.
+    """A presynaptic trace ``s_hat[t] = decay * s_hat[t-1] + s[t]`` ([B, D], or [B, C, H, W] for the
+    input maps of a convolution block), updated in place.
 
     With ``decay = 0`` it is the input itself (nothing is copied). Xiao et al. (2022).
     """
@@ -250,7 +333,8 @@ class OnlineRule(LearningRule):
         presynaptic trace (decay ``a``, :meth:`trace_decay`) and ``delta[s] = psi_1[s] * L_bar[s]``,
         ``L_bar[s] = sum_{t>=s} k^{t-s} L_1[t]`` (``k``: :meth:`signal_decay`). Treating ``W_1 x_hat[t]``
         as the current it credits gives ``dL/dx[r] = W_1^T sum_{s>=r} a^{s-r} delta[s]``: [T, B, ...]
-        like ``x_seq``. O(T) memory (attacks see the whole sequence anyway).
+        like ``x_seq``; for a convolution block first, ``W_1^T`` is the transposed convolution
+        (:func:`input_grad`). O(T) memory (attacks see the whole sequence anyway).
         """
         T = x_seq.shape[0]
         with torch.no_grad():
@@ -259,7 +343,7 @@ class OnlineRule(LearningRule):
                 sig.append(self.signals(net, view)[0])
                 psi.append(view.psi[0])
             delta = torch.stack(psi) * anticausal(torch.stack(sig), self.signal_decay(net))
-            g = anticausal(delta, self.trace_decay(net)) @ net.layers[0].weight
+            g = input_grad(net.layers[0], anticausal(delta, self.trace_decay(net)))
         return g.reshape(x_seq.shape)
 
     def state_dict(self) -> dict[str, Tensor]:
@@ -283,7 +367,9 @@ class TracedRule(OnlineRule):
         dW_l += delta_l[t]^T x_hat_{l-1}[t],  dV_l += delta_l[t]^T z_hat_l[t-1],  db_l += delta_l[t] a[t]
 
     with ``x_hat[t] = d x_hat[t-1] + x[t]`` (input of the layer), ``z_hat`` the same for ``z_l[t-1]`` and
-    ``a[t] = d a[t-1] + 1`` for the bias; ``d`` = :meth:`trace_decay` (0: the inputs themselves).
+    ``a[t] = d a[t-1] + 1`` for the bias; ``d`` = :meth:`trace_decay` (0: the inputs themselves). For a
+    convolution block (no recurrent weights) ``x_hat`` is a trace of its input maps and the products sum
+    over positions too (:func:`add_synapse_grads`).
     """
 
     def begin(self, net: Network) -> None:
@@ -296,7 +382,6 @@ class TracedRule(OnlineRule):
         for i, layer in enumerate(net.layers):
             delta = view.psi[i] * signals[i]
             x_hat, z_hat = self._traces[i]
-            add_outer(layer.weight, delta, x_hat.update(view.inputs[i]))
-            add_grad(layer.bias, delta.sum(0).mul_(self._a))
-            if layer.rec is not None:
+            add_synapse_grads(layer, delta, x_hat.update(view.inputs[i]), self._a)
+            if not isinstance(layer, SpikingConv) and layer.rec is not None:
                 add_outer(layer.rec, delta, z_hat.update(view.prev[i]))

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from spikebench.nn.network import Network
 from spikebench.rules.base import RULES, Locality
-from spikebench.rules.online import StepView, TracedRule
+from spikebench.rules.online import StepView, TracedRule, input_grad, spike_grad
 
 
 @RULES.register("ottt")
@@ -30,6 +30,14 @@ class OTTT(TracedRule):
 
     Input gradient (attacks): ``W_1^T g_1``, spread back over earlier steps by the trace decay
     (:meth:`OnlineRule.input_gradient`).
+
+    Convolutional networks: ``W_{l+1}^T`` is, for a convolution block l+1, the transposed convolution
+    into its input maps, and the signal of a block l is taken through its max pooling -- each window's
+    gradient to the neuron that won it at t (argmax indices of the forward pooling, ``max_unpool2d``),
+    exactly what autograd of the step would do -- with explicit tensor operations, no autograd
+    (:func:`~spikebench.rules.online.input_grad`, :func:`~spikebench.rules.online.spike_grad`). The
+    weight gradient of a block is the correlation of ``g_l[t]``'s maps with the trace of its input maps
+    (``conv2d_weight``), its bias gradient ``g_l[t]`` summed over batch and positions times ``a[t]``.
     """
 
     name = "ottt"
@@ -40,6 +48,7 @@ class OTTT(TracedRule):
         memory="O(1)",
         rank=3,
     )
+    archs = ("mlp", "conv")
 
     def signals(self, net: Network, view: StepView) -> list[Tensor]:
         n = len(net.layers)
@@ -48,5 +57,6 @@ class OTTT(TracedRule):
         for i in range(n - 1, -1, -1):
             out[i] = signal
             if i > 0:
-                signal = (view.psi[i] * signal) @ net.layers[i].weight
+                g = input_grad(net.layers[i], view.psi[i] * signal)
+                signal = spike_grad(net.layers[i - 1], g, view.pool[i - 1])
         return out
