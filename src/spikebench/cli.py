@@ -386,14 +386,20 @@ def cmd_ls(args: argparse.Namespace) -> int:
         raise CLIError(f"unknown kind {args.kind!r}{hint}; valid: {', '.join(regs)}")
     reg = regs[args.kind]
     if args.kind == "rules":
-        rows = [(n, reg.get(n).locality) for n in reg]
+        rows = [(n, reg.get(n).locality, reg.get(n).archs) for n in reg]
         rows.sort(key=lambda r: r[1].rank)
         if args.json:
-            _print_json([{"name": n, "description": reg.describe(n), **vars(loc)} for n, loc in rows])
+            _print_json(
+                [
+                    {"name": n, "description": reg.describe(n), **vars(loc), "archs": list(archs)}
+                    for n, loc, archs in rows
+                ]
+            )
             return 0
-        header = ("rule", "spatial credit", "temporal credit", "weight transport", "memory")
+        header = ("rule", "spatial credit", "temporal credit", "weight transport", "memory", "model.arch")
         table = [header] + [
-            (n, loc.spatial, loc.temporal, loc.weight_transport, loc.memory) for n, loc in rows
+            (n, loc.spatial, loc.temporal, loc.weight_transport, loc.memory, ", ".join(archs))
+            for n, loc, archs in rows
         ]
         widths = [max(len(r[i]) for r in table) for i in range(len(header))]
         for row in table:

@@ -139,6 +139,9 @@ def test_eval_of_non_run_dir(tmp_path, capsys):
 def test_ls_and_data(fake_data, capsys):
     assert main(["ls", "rules"]) == 0
     assert "bptt" in capsys.readouterr().out
+    assert main(["ls", "rules", "--json"]) == 0
+    archs = {r["name"]: r["archs"] for r in json.loads(capsys.readouterr().out)}
+    assert archs["bptt"] == ["mlp", "conv"] and archs["eprop"] == ["mlp"]
     for kind in ("datasets", "encoders", "surrogates"):
         assert main(["ls", kind]) == 0
         assert capsys.readouterr().out.strip()
