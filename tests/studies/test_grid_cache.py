@@ -2,14 +2,16 @@
 
 import json
 import os
+import time
 
 import pytest
+import torch
 
 from spikebench.config import Config, load_config
 from spikebench.studies.executors import LocalExecutor
 from spikebench.studies.grid import config_key, expand
 from spikebench.studies.jobs import TrainJob, execute, failure_path
-from spikebench.studies.runner import Plan, Progress, StudyError, execute_plan, run_jobs
+from spikebench.studies.runner import Plan, Progress, StudyError, execute_plan, prepare_study_dir, run_jobs
 
 TINY = ["model.hidden=[12]", "data.timesteps=4", "train.batch_size=64", "data.limit_test=64"]
 
@@ -124,3 +126,28 @@ def test_local_pool_with_two_workers(fake_data, tmp_path):
     outcomes = run_jobs(plan.all_jobs(), tmp_path, ex, progress)
     ex.close()
     assert [o.status for o in outcomes] == ["done"] * 3 and progress.statuses == ["done"] * 3
+
+
+def test_cancel_stops_the_job_in_flight_and_the_rerun_continues_it(fake_data, tmp_path):
+    """Ctrl-C (or SIGTERM) on a study stops the running worker at once; rerunning the study continues
+    the interrupted run from its last epoch checkpoint instead of starting it again."""
+    plan = Plan("t", {})
+    (key,) = plan.add_runs("grid", [tiny("train.epochs=150", "data.limit_train=64")])
+    study = tmp_path / "study"
+    prepare_study_dir(study, plan)
+    ex = LocalExecutor(1)
+    ex.submit(plan.all_jobs()[0], str(study))
+    checkpoint = study / "runs" / f".{key}.partial" / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    workers = list(ex.pool._processes.values())
+    ex.close(cancel=True)
+    assert workers and not any(p.is_alive() for p in workers)
+    assert not (study / "runs" / key).exists()
+    stopped_at = torch.load(checkpoint, weights_only=False)["epoch"]
+    assert 1 <= stopped_at < 150
+    (outcome,) = execute_plan(plan, study, workers=1)
+    assert outcome.status == "done"
+    summary = json.loads((study / "runs" / key / "summary.json").read_text())
+    assert summary["resumed_from_epoch"] >= stopped_at

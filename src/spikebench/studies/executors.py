@@ -70,7 +70,12 @@ class LocalExecutor(Executor):
             return job, Outcome(job.id, "failed", error=f"worker died: {type(exc).__name__}: {exc}"[:500])
 
     def close(self, cancel: bool = False) -> None:
-        self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+        """Wait for the pool to finish; ``cancel``: drop queued jobs and stop the running ones now (an
+        interrupted training run continues from its last epoch checkpoint when the study is rerun)."""
+        if cancel:  # ProcessPoolExecutor has no public way to stop jobs in flight before Python 3.14
+            for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+                proc.terminate()
+        self.pool.shutdown(wait=True, cancel_futures=cancel)
 
 
 class RayExecutor(Executor):
