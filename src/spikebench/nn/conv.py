@@ -67,11 +67,20 @@ class SpikingConv(nn.Module):
         z, final = lif.scan(self.params, self.currents(x_seq), None, state)
         return z, self.pooled(z), final
 
-    def step(self, x: Tensor, state: LIFState) -> tuple[Tensor, Tensor, Tensor | None, LIFState]:
+    def current(self, x: Tensor) -> Tensor:
+        """Input current of one step's input maps ``x`` [B, C, H, W]: the convolution, flattened [B, N]."""
+        return self.conv(x).reshape(x.shape[0], -1)
+
+    def step(
+        self, x: Tensor, state: LIFState, current: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None, LIFState]:
         """One step: ``x`` [B, C, H, W] -> spikes [B, N], pooled output [B, *out_shape], the argmax
         indices of the max pooling (None when ``pool`` is 1; what online rules need to send a gradient
-        back through the pooling, with ``max_unpool2d``) and the new state."""
-        z, new = lif.step(self.params, state, self.conv(x).reshape(x.shape[0], -1))
+        back through the pooling, with ``max_unpool2d``) and the new state.
+
+        ``current``: the convolution of ``x`` [B, N] if the caller already has it (:meth:`current`);
+        ``x`` is then not used. It is not modified."""
+        z, new = lif.step(self.params, state, self.current(x) if current is None else current)
         if self.pool == 1:
             return z, z.reshape(-1, *self.out_shape), None, new
         out, idx = nn.functional.max_pool2d(z.reshape(-1, *self.map_shape), self.pool, return_indices=True)
@@ -143,20 +152,25 @@ class ConvNetwork(nn.Module):
         y = self.readout(h, None if state is None else state.y)
         return Rollout(spikes, y, NetState(finals, y[-1].detach()))
 
-    def step(self, x: Tensor, state: NetState) -> tuple[list[Tensor], Tensor, NetState]:
-        """One step for online use: ``x`` [B, C, H, W] -> (spikes per layer, readout [B, C], state)."""
-        spikes, _, _, y, new = self.step_outputs(x, state)
+    def step(
+        self, x: Tensor, state: NetState, first_current: Tensor | None = None
+    ) -> tuple[list[Tensor], Tensor, NetState]:
+        """One step for online use: ``x`` [B, C, H, W] -> (spikes per layer, readout [B, C], state).
+
+        ``first_current``: the first block's convolution of ``x`` [B, N_1] (``layers[0].current(x)``)
+        if the caller already has it, as in :meth:`spikebench.nn.network.Network.step`."""
+        spikes, _, _, y, new = self.step_outputs(x, state, first_current)
         return spikes, y, new
 
     def step_outputs(
-        self, x: Tensor, state: NetState
+        self, x: Tensor, state: NetState, first_current: Tensor | None = None
     ) -> tuple[list[Tensor], list[Tensor], list[Tensor | None], Tensor, NetState]:
         """:meth:`step`, also returning every layer's output flattened [B, D_l] (a block's pooled spikes,
         a dense layer's spikes) and every layer's max-pooling argmax indices (None for dense layers and
         ``pool = 1``): (spikes, outputs, indices, readout, state)."""
         h, spikes, outputs, indices, states = x, [], [], [], []
-        for block, s in zip(self.blocks, state.layers, strict=False):
-            z, h, idx, s = block.step(h, s)
+        for i, (block, s) in enumerate(zip(self.blocks, state.layers, strict=False)):
+            z, h, idx, s = block.step(h, s, first_current if i == 0 else None)
             spikes.append(z)
             outputs.append(h.reshape(h.shape[0], -1))
             indices.append(idx)

@@ -104,9 +104,17 @@ class SpikingLinear(nn.Module):
             return lif.scan(self.params, self.currents(x_seq), self.rec, state)
         return lif.scan(self.params, self.currents(x_seq, feedback.weight), self.rec, state, feedback.rec)
 
-    def step(self, x: Tensor, state: LIFState) -> tuple[Tensor, LIFState]:
-        """One step: ``x`` [B, D] -> spikes [B, N] and the new state (autograd as the caller allows)."""
-        c = nn.functional.linear(x, self.weight, self.bias)
+    def current(self, x: Tensor) -> Tensor:
+        """Feed-forward current ``W x + b`` of one step's input ``x`` [B, D] -> [B, N]."""
+        return nn.functional.linear(x, self.weight, self.bias)
+
+    def step(self, x: Tensor, state: LIFState, current: Tensor | None = None) -> tuple[Tensor, LIFState]:
+        """One step: ``x`` [B, D] -> spikes [B, N] and the new state (autograd as the caller allows).
+
+        ``current``: the feed-forward current ``W x + b`` [B, N] if the caller already has it
+        (:meth:`current`; e.g. computed once for an input that is the same at every step); ``x`` is
+        then not used. It is not modified."""
+        c = self.current(x) if current is None else current
         if self.rec is not None:
             c = c + state.z @ self.rec.T
         return lif.step(self.params, state, c)
@@ -235,21 +243,27 @@ class Network(nn.Module):
         y = self.readout(h, None if state is None else state.y, readout_fb)
         return Rollout(spikes, y, NetState(finals, y[-1].detach()))
 
-    def step(self, x: Tensor, state: NetState) -> tuple[list[Tensor], Tensor, NetState]:
-        """One step for online rules: ``x`` [B, ...] -> (spikes per layer, readout [B, C], state)."""
+    def step(
+        self, x: Tensor, state: NetState, first_current: Tensor | None = None
+    ) -> tuple[list[Tensor], Tensor, NetState]:
+        """One step for online rules: ``x`` [B, ...] -> (spikes per layer, readout [B, C], state).
+
+        ``first_current``: the first layer's feed-forward current ``W_1 x + b_1`` [B, N_1], if the caller
+        already has it (``layers[0].current(x)``): online rules compute it once per sequence while the
+        input stays the same (:func:`spikebench.rules.online.online_steps`)."""
         h = x.reshape(x.shape[0], -1)
         spikes, states = [], []
-        for layer, s in zip(self.layers, state.layers, strict=True):
-            h, s = layer.step(h, s)
+        for i, (layer, s) in enumerate(zip(self.layers, state.layers, strict=True)):
+            h, s = layer.step(h, s, first_current if i == 0 else None)
             spikes.append(h)
             states.append(s)
         y = self.readout.step(h, state.y)
         return spikes, y, NetState(states, y)
 
     def step_outputs(
-        self, x: Tensor, state: NetState
+        self, x: Tensor, state: NetState, first_current: Tensor | None = None
     ) -> tuple[list[Tensor], list[Tensor], list[Tensor | None], Tensor, NetState]:
         """:meth:`step` in the form of :meth:`spikebench.nn.conv.ConvNetwork.step_outputs`: (spikes,
         outputs -- the spikes again --, pooling indices -- None for every layer --, readout, state)."""
-        spikes, y, new = self.step(x, state)
+        spikes, y, new = self.step(x, state, first_current)
         return spikes, spikes, [None] * len(spikes), y, new

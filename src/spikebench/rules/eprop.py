@@ -68,8 +68,9 @@ class Eligibility:
         the last one returned (None while a block is open)."""
         if not self.full:
             if self.const is None:
-                self.const, self.a, self.q = pre, 1.0, psi.clone()
-            elif pre is self.const or torch.equal(pre, self.const):
+                # a copy: an encoder may hand out one tensor changed in place
+                self.const, self.a, self.q = pre.clone(), 1.0, psi.clone()
+            elif torch.equal(pre, self.const):
                 self.a = self.alpha * self.a + 1.0
                 self.q.mul_(self.kappa).add_(psi, alpha=self.a)
             else:  # the input changed: continue in the full form, the prefix ebar = q const^T kept factorised

@@ -18,6 +18,12 @@ every time step (the weights change within the sequence, OTTT_O of Xiao et al. 2
 accumulates over the sequence and applies once at the end (OTTT_A), so the gradient applied is the sum
 of the per-step gradients.
 
+Time-constant input (``direct`` encoding hands the same tensor to every step): :func:`online_steps`
+computes the first layer's feed-forward current once per sequence, and :class:`TracedRule` (with
+``rule.update=sequence``) the first layer's weight gradient once, from ``sum_t a[t] delta_1[t]``
+(:class:`ConstantInput`); e-prop's :class:`~spikebench.rules.eprop.Eligibility` factorises it itself.
+The results are those of the step-by-step computation up to float rounding.
+
 Convolutional networks (:class:`~spikebench.nn.conv.ConvNetwork`, ``model.arch: conv``; ``ottt``,
 ``decolle`` and ``dfa``): a convolution block's neurons are its ``C_l * H * W`` LIF units before pooling,
 so ``L_l[t]``, ``psi_l[t]`` and ``delta_l[t]`` are [B, C_l*H*W] (channel-major); its input (and input
@@ -45,7 +51,7 @@ from torch import Tensor, nn
 from spikebench.config import RuleConfig
 from spikebench.data.encoders import Encoding
 from spikebench.nn.conv import SpikingConv
-from spikebench.nn.network import Network, Readout
+from spikebench.nn.network import Network, Readout, is_time_constant
 from spikebench.rules.base import Apply, BatchResult, LearningRule, choose
 
 UPDATES = ("step", "sequence")
@@ -62,7 +68,9 @@ class StepView:
     passes on, flattened [B, D_l] (``spikes[l]`` itself for a dense layer, the max-pooled spikes for a
     convolution block); ``pool[l]``: a block's max-pooling argmax indices (None for dense layers and
     ``pool = 1``); ``y``: the readout [B, C]; ``onehot``: the labels [B, C]; ``error``: ``e[t] = dL/dy[t]``
-    [B, C]; ``loss``: ``CE(y[t], label)`` (batch mean, a 0-d tensor).
+    [B, C]; ``loss``: ``CE(y[t], label)`` (batch mean, a 0-d tensor); ``same_input``: ``inputs[0]`` is
+    the very tensor of step t-1, unchanged (the encoder fed the same frame again, e.g. ``direct``
+    encoding of a static input; always False at t = 0).
     """
 
     t: int
@@ -77,12 +85,26 @@ class StepView:
     loss: Tensor
     outputs: list[Tensor]
     pool: list[Tensor | None]
+    same_input: bool = False
 
 
 def step_error(logits: Tensor, onehot: Tensor, T: int) -> Tensor:
     """Gradient of ``(1/T) CE(logits, label)`` (batch mean) w.r.t. ``logits`` [B, C]:
     ``(softmax(logits) - onehot) / (B T)``."""
     return (torch.softmax(logits, 1) - onehot).div_(logits.shape[0] * T)
+
+
+def _version(x: Tensor) -> int | None:
+    """``x``'s version counter (it grows with every in-place change); None for an inference tensor,
+    which has none."""
+    return None if x.is_inference() else x._version
+
+
+def _feed_params(layer: nn.Module) -> tuple[Tensor, ...]:
+    """The parameters of a layer's feed-forward current (weights and bias, not the recurrent weights)."""
+    if isinstance(layer, SpikingConv):
+        return (layer.conv.weight, layer.conv.bias)
+    return (layer.weight, layer.bias)
 
 
 def online_steps(net: Network, frames: Iterable[Tensor], labels: Tensor, T: int) -> Iterator[StepView]:
@@ -92,15 +114,30 @@ def online_steps(net: Network, frames: Iterable[Tensor], labels: Tensor, T: int)
 
     Each step's state is used once and dropped; call under ``torch.no_grad()``. The step is
     ``net.step_outputs``, which also returns every layer's output and a block's max-pooling indices.
+
+    A time-constant input is run once: when a frame is the very tensor of the previous step (``is``),
+    not changed in place since (its version counter), the first layer's feed-forward current
+    (``W_1 x + b_1``, or the first block's convolution) is reused rather than computed again, unless its
+    weights changed in place in between (an optimiser step within the sequence, ``rule.update=step``).
+    The view's ``inputs[0]`` is then the same tensor as at the previous step and ``same_input`` is True.
+    ``direct`` encoding returns its input itself at every step; an encoder that builds a new tensor per
+    step (even with equal values) is run step by step.
     """
     state = None
     layers = list(net.layers)
-    for t, x in enumerate(frames):
-        x = as_input(layers[0], x)
+    first = layers[0]
+    frame = x = current = key = None
+    for t, f in enumerate(frames):
+        same = f is frame and _version(f) == key[0]
+        weights = tuple(_version(p) for p in _feed_params(first))
+        if not same:
+            frame, x = f, as_input(first, f)
+        if not same or weights != key[1]:
+            current, key = first.current(x), (_version(f), weights)
         if state is None:
             state = net.zero_state(x.shape[0], x)
             onehot = F.one_hot(labels, net.n_classes).to(x.dtype)
-        spikes, outputs, pool, y, new = net.step_outputs(x, state)
+        spikes, outputs, pool, y, new = net.step_outputs(x, state, current)
         psi = [
             layer.params.surrogate.derivative(s.v - layer.params.theta)
             for layer, s in zip(layers, new.layers, strict=True)
@@ -118,6 +155,7 @@ def online_steps(net: Network, frames: Iterable[Tensor], labels: Tensor, T: int)
             F.cross_entropy(y, labels),
             outputs,
             pool,
+            same,
         )
         state = new
 
@@ -171,14 +209,28 @@ def add_synapse_grads(layer: nn.Module, delta: Tensor, x_hat: Tensor, a: float) 
     ``x_hat`` (the layer's input's shape) and bias trace ``a``: ``dW += delta^T x_hat``, ``db += a sum_b
     delta`` for a dense layer; for a block the same sums over the batch and every position of the maps,
     ``dK += conv2d_weight(x_hat, delta)`` and ``db += a sum_{b,y,x} delta``."""
+    add_weight_grad(layer, delta, x_hat)
+    add_bias_grad(layer, delta, a)
+
+
+def add_weight_grad(layer: nn.Module, delta: Tensor, x_hat: Tensor) -> None:
+    """The weight part of :func:`add_synapse_grads`: ``dW += delta^T x_hat`` (dense) or
+    ``dK += conv2d_weight(x_hat, delta)`` (block)."""
     if not isinstance(layer, SpikingConv):
         add_outer(layer.weight, delta, x_hat)
-        add_grad(layer.bias, delta.sum(0).mul_(a))
         return
     conv = layer.conv
     maps = delta.reshape(-1, *layer.map_shape)
     add_grad(conv.weight, torch.nn.grad.conv2d_weight(x_hat, conv.weight.shape, maps, padding=conv.padding))
-    add_grad(conv.bias, maps.sum((0, 2, 3)).mul_(a))
+
+
+def add_bias_grad(layer: nn.Module, delta: Tensor, a: float) -> None:
+    """The bias part of :func:`add_synapse_grads`: ``db += a sum_b delta`` (dense) or
+    ``db += a sum_{b,y,x} delta`` (block)."""
+    if not isinstance(layer, SpikingConv):
+        add_grad(layer.bias, delta.sum(0).mul_(a))
+        return
+    add_grad(layer.conv.bias, delta.reshape(-1, *layer.map_shape).sum((0, 2, 3)).mul_(a))
 
 
 def add_grad(p: Tensor, g: Tensor) -> None:
@@ -217,6 +269,40 @@ class Trace:
         else:
             self.value.mul_(self.decay).add_(s)
         return self.value
+
+
+class ConstantInput:
+    """The first layer's weight gradient ``sum_t delta[t]^T x_hat[t]`` while its input is the same ``x``
+    at every step since the start of the sequence (``direct`` encoding), computed once.
+
+    There the input trace (decay ``d``) is ``x_hat[t] = a[t] x`` with ``a[t] = d a[t-1] + 1`` (``a = 1``
+    for ``d = 0``), so the sum is ``D^T x`` with ``D = sum_t a[t] delta[t]`` [B, N]: one product with
+    the input per sequence (``conv2d_weight`` of the maps of ``D`` for a block) instead of one per step.
+    :meth:`add` accumulates ``D``; :meth:`flush` adds ``D^T x`` to the gradient. ``x`` is copied: an
+    encoder may hand out one tensor changed in place, and the product needs the values it had.
+    """
+
+    def __init__(self, x: Tensor) -> None:
+        self.x = x.clone()
+        self.a = 0.0  # a[t] of the last step added
+        self.sum: Tensor | None = None
+
+    def add(self, delta: Tensor, a: float) -> None:
+        """One more step with the same input: ``D += a delta``."""
+        self.a = a
+        if self.sum is None:
+            self.sum = delta * a
+        else:
+            self.sum.add_(delta, alpha=a)
+
+    def flush(self, layer: nn.Module, trace: Trace) -> None:
+        """Add ``D^T x`` to ``layer``'s weight gradient and set ``trace`` (the layer's input trace, not
+        advanced meanwhile) to ``a x``, its value at the last step added, so that it can go on from
+        there."""
+        if self.sum is not None:
+            add_weight_grad(layer, self.sum, self.x)
+        if trace.decay != 0.0:
+            trace.value = self.x * self.a
 
 
 class ReadoutTrace:
@@ -334,12 +420,15 @@ class OnlineRule(LearningRule):
         ``L_bar[s] = sum_{t>=s} k^{t-s} L_1[t]`` (``k``: :meth:`signal_decay`). Treating ``W_1 x_hat[t]``
         as the current it credits gives ``dL/dx[r] = W_1^T sum_{s>=r} a^{s-r} delta[s]``: [T, B, ...]
         like ``x_seq``; for a convolution block first, ``W_1^T`` is the transposed convolution
-        (:func:`input_grad`). O(T) memory (attacks see the whole sequence anyway).
+        (:func:`input_grad`). O(T) memory (attacks see the whole sequence anyway). A time-constant
+        ``x_seq`` (one frame broadcast over time, ``direct`` encoding) is fed as that one frame at every
+        step, so its first-layer current is computed once (:func:`online_steps`).
         """
         T = x_seq.shape[0]
+        frames = [x_seq[0]] * T if is_time_constant(x_seq) else x_seq
         with torch.no_grad():
             sig, psi = [], []
-            for view in online_steps(net, x_seq, labels, T):
+            for view in online_steps(net, frames, labels, T):
                 sig.append(self.signals(net, view)[0])
                 psi.append(view.psi[0])
             delta = torch.stack(psi) * anticausal(torch.stack(sig), self.signal_decay(net))
@@ -370,18 +459,53 @@ class TracedRule(OnlineRule):
     ``a[t] = d a[t-1] + 1`` for the bias; ``d`` = :meth:`trace_decay` (0: the inputs themselves). For a
     convolution block (no recurrent weights) ``x_hat`` is a trace of its input maps and the products sum
     over positions too (:func:`add_synapse_grads`).
+
+    With ``rule.update=sequence``, while the first layer's input is the same at every step since the
+    start of the sequence (``StepView.same_input``: ``direct`` encoding), its weight gradient is
+    gathered as ``sum_t a[t] delta_1[t]`` and multiplied by the input once, at the end of the sequence
+    (:class:`ConstantInput`); should the input change, that part is added then and the steps go on one
+    by one. ``step`` needs every step's gradient complete and takes them one by one.
     """
 
     def begin(self, net: Network) -> None:
         d = self.trace_decay(net)
         self._traces = [(Trace(d), Trace(d)) for _ in net.layers]
         self._a = 0.0
+        self._constant: ConstantInput | None = None
 
     def accumulate(self, net: Network, view: StepView, signals: list[Tensor]) -> None:
         self._a = self.trace_decay(net) * self._a + 1.0
         for i, layer in enumerate(net.layers):
             delta = view.psi[i] * signals[i]
             x_hat, z_hat = self._traces[i]
-            add_synapse_grads(layer, delta, x_hat.update(view.inputs[i]), self._a)
+            if i == 0 and self._constant_input(net, view):
+                self._constant.add(delta, self._a)
+                add_bias_grad(layer, delta, self._a)
+            else:
+                add_synapse_grads(layer, delta, x_hat.update(view.inputs[i]), self._a)
             if not isinstance(layer, SpikingConv) and layer.rec is not None:
                 add_outer(layer.rec, delta, z_hat.update(view.prev[i]))
+
+    def _constant_input(self, net: Network, view: StepView) -> bool:
+        """Whether the first layer's weight gradient of this step goes to :class:`ConstantInput` (the
+        input has been the same since t = 0; ``rule.update=sequence``); adds what it holds when the
+        input has just changed."""
+        if self.update != "sequence":
+            return False
+        if view.t == 0:
+            self._constant = ConstantInput(view.inputs[0])
+            return True
+        if self._constant is None:
+            return False
+        if view.same_input:
+            return True
+        self._flush_constant(net)
+        return False
+
+    def _flush_constant(self, net: Network) -> None:
+        if self._constant is not None:
+            self._constant.flush(net.layers[0], self._traces[0][0])
+            self._constant = None
+
+    def finish(self, net: Network) -> None:
+        self._flush_constant(net)
