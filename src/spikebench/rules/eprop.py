@@ -10,7 +10,7 @@ from torch import Tensor
 from spikebench.config import RuleConfig
 from spikebench.nn.network import Network
 from spikebench.rules.base import RULES, Locality, choose
-from spikebench.rules.online import OnlineRule, StepView, add_grad, random_matrix
+from spikebench.rules.online import OnlineRule, StepView, add_grad, anticausal, random_matrix
 
 FEEDBACKS = ("symmetric", "random")
 
@@ -102,9 +102,7 @@ class Eligibility:
         self.pending = []
         k, B, N = psi.shape
         powers = self.kappa ** torch.arange(k, dtype=psi.dtype, device=psi.device)  # kappa^0 .. kappa^(k-1)
-        lbar = signal.clone()
-        for s in range(k - 2, -1, -1):
-            lbar[s].add_(lbar[s + 1], alpha=self.kappa)
+        lbar = anticausal(signal, self.kappa)
         out = (psi * lbar).reshape(k * B, N).T @ eps.reshape(k * B, -1)
         carried = torch.einsum("k,kbn->bn", powers * self.kappa, signal)
         if self.q is not None:  # the factorised prefix, decayed since the input changed
