@@ -23,7 +23,16 @@ from torch import Tensor, nn
 
 from spikebench.dynamics import lif
 from spikebench.dynamics.lif import LIFParams, LIFState
-from spikebench.nn.network import NetState, Readout, Rollout, SpikingLinear, is_time_constant
+from spikebench.nn.network import (
+    LayerFeedback,
+    NetState,
+    NetworkFeedback,
+    Readout,
+    Rollout,
+    SpikingLinear,
+    conv2d,
+    is_time_constant,
+)
 
 
 class SpikingConv(nn.Module):
@@ -44,14 +53,19 @@ class SpikingConv(nn.Module):
         self.out_shape = (channels, h // pool, w // pool)
         self.n_neurons = channels * h * w
 
-    def currents(self, x_seq: Tensor) -> Tensor:
+    def currents(self, x_seq: Tensor, feedback: Tensor | None = None) -> Tensor:
         """Input currents for all steps, [T, B, C, H, W] -> [T, B, N] (N = channels * H * W), as one
-        batched convolution over [T * B, C, H, W]; computed once when the input is time-constant."""
+        batched convolution over [T * B, C, H, W]; computed once when the input is time-constant.
+
+        ``feedback``: a kernel of the shape of ``conv.weight`` used in place of it when the gradient is
+        sent back to ``x_seq`` (:func:`~spikebench.nn.network.conv2d`; feedback alignment)."""
         T, B = x_seq.shape[:2]
+        w, b, pad = self.conv.weight, self.conv.bias, self.conv.padding
         if is_time_constant(x_seq):
-            once = self.conv(x_seq[0]).reshape(B, -1)
+            once = conv2d(x_seq[0], w, b, pad, feedback).reshape(B, -1)
             return once.unsqueeze(0).expand(T, B, self.n_neurons)
-        return self.conv(x_seq.reshape(T * B, *self.in_shape)).reshape(T, B, self.n_neurons)
+        frames = x_seq.reshape(T * B, *self.in_shape)
+        return conv2d(frames, w, b, pad, feedback).reshape(T, B, self.n_neurons)
 
     def pooled(self, z: Tensor) -> Tensor:
         """Spikes [..., N] -> block output [..., channels, H // pool, W // pool] (max pooling)."""
@@ -61,10 +75,14 @@ class SpikingConv(nn.Module):
             maps = nn.functional.max_pool2d(maps, self.pool)
         return maps.reshape(*lead, *self.out_shape)
 
-    def forward(self, x_seq: Tensor, state: LIFState | None = None) -> tuple[Tensor, Tensor, LIFState]:
+    def forward(
+        self, x_seq: Tensor, state: LIFState | None = None, feedback: LayerFeedback | None = None
+    ) -> tuple[Tensor, Tensor, LIFState]:
         """All T steps: ``x_seq`` [T, B, C, H, W] -> spikes [T, B, N], pooled output [T, B, *out_shape]
-        and the final state."""
-        z, final = lif.scan(self.params, self.currents(x_seq), None, state)
+        and the final state. ``feedback``: its ``weight``, a fixed kernel used in place of
+        ``conv.weight`` in the backward pass (feedback alignment; a block has no recurrent weights)."""
+        kernel = None if feedback is None else feedback.weight
+        z, final = lif.scan(self.params, self.currents(x_seq, kernel), None, state)
         return z, self.pooled(z), final
 
     def current(self, x: Tensor) -> Tensor:
@@ -134,22 +152,28 @@ class ConvNetwork(nn.Module):
         y = torch.zeros(batch, self.n_classes, device=like.device, dtype=like.dtype)
         return NetState([layer.zero_state(batch, like) for layer in self.layers], y)
 
-    def forward(self, x_seq: Tensor, state: NetState | None = None) -> Rollout:
+    def forward(
+        self, x_seq: Tensor, state: NetState | None = None, feedback: NetworkFeedback | None = None
+    ) -> Rollout:
         """Run all T steps: ``x_seq`` [T, B, C, H, W] -> :class:`~spikebench.nn.network.Rollout`.
 
-        ``state``: continue from it (a constant: no gradient flows into it).
+        ``state``: continue from it (a constant: no gradient flows into it). ``feedback``: fixed kernels
+        and matrices that replace the forward weights in the backward pass (feedback alignment), one
+        :class:`~spikebench.nn.network.LayerFeedback` per entry of :attr:`layers`.
         """
+        fbs = [None] * len(self.layers) if feedback is None else feedback.layers
         h, spikes, finals = x_seq, [], []
         for i, block in enumerate(self.blocks):
-            z, h, s = block(h, None if state is None else state.layers[i])
+            z, h, s = block(h, None if state is None else state.layers[i], fbs[i])
             spikes.append(z)
             finals.append(s)
         h = h.reshape(h.shape[0], h.shape[1], -1)
         for i, layer in enumerate(self.dense, start=len(self.blocks)):
-            h, s = layer(h, None if state is None else state.layers[i])
+            h, s = layer(h, None if state is None else state.layers[i], fbs[i])
             spikes.append(h)
             finals.append(s)
-        y = self.readout(h, None if state is None else state.y)
+        readout_fb = None if feedback is None else feedback.readout
+        y = self.readout(h, None if state is None else state.y, readout_fb)
         return Rollout(spikes, y, NetState(finals, y[-1].detach()))
 
     def step(

@@ -42,10 +42,51 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor | No
     return _FeedbackLinear.apply(x, weight, bias, feedback)
 
 
+Padding = int | tuple[int, ...]  # as conv2d takes it (an nn.Conv2d's .padding)
+
+
+class _FeedbackConv2d(torch.autograd.Function):
+    """``conv2d(x, W, b)`` (stride 1, zero ``padding``) whose backward pass to ``x`` is the transposed
+    convolution with ``feedback`` in place of ``W`` (weight and bias grads exact): the convolutional
+    counterpart of :class:`_FeedbackLinear`."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor, padding: Padding):  # type: ignore[override]
+        ctx.save_for_backward(x, feedback)
+        ctx.weight_shape, ctx.padding, ctx.has_bias = weight.shape, padding, bias is not None
+        return nn.functional.conv2d(x, weight, bias, padding=padding)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        x, feedback = ctx.saved_tensors
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:  # not needed for the first layer in training: skip the transposed conv
+            gx = torch.nn.grad.conv2d_input(x.shape, feedback, g, padding=ctx.padding)
+        if ctx.needs_input_grad[1]:
+            gw = torch.nn.grad.conv2d_weight(x, ctx.weight_shape, g, padding=ctx.padding)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = g.sum((0, 2, 3))
+        return gx, gw, gb, None, None
+
+
+def conv2d(
+    x: Tensor, weight: Tensor, bias: Tensor | None, padding: Padding, feedback: Tensor | None = None
+) -> Tensor:
+    """``conv2d(x, W, b)`` with stride 1 and zero ``padding`` (``x`` [B, C, H, W]); with ``feedback`` (a
+    kernel of the shape of ``W``), the gradient sent back to ``x`` is the transposed convolution of the
+    output gradient with ``B`` instead of ``W`` -- feedback alignment for convolutions, as :func:`linear`.
+    Weight and bias gradients are unchanged."""
+    if feedback is None:
+        return nn.functional.conv2d(x, weight, bias, padding=padding)
+    return _FeedbackConv2d.apply(x, weight, bias, feedback, padding)
+
+
 @dataclass
 class LayerFeedback:
     """Fixed matrices used in place of a layer's forward weights in the backward pass (shapes of
-    ``weight`` and ``rec``; ``rec`` None for feed-forward layers)."""
+    ``weight`` and ``rec``; ``rec`` None for feed-forward layers). For a convolution block
+    (:class:`~spikebench.nn.conv.SpikingConv`) ``weight`` is a kernel of the shape of ``conv.weight``
+    and ``rec`` is None."""
 
     weight: Tensor
     rec: Tensor | None = None
@@ -160,7 +201,9 @@ class Readout(nn.Module):
 
 @dataclass
 class NetworkFeedback:
-    """Feedback matrices for every hidden layer and for the readout ([C, N_L], the readout's shape)."""
+    """Feedback matrices for every hidden layer (``net.layers`` order: a
+    :class:`~spikebench.nn.conv.ConvNetwork`'s blocks, then its dense layers) and for the readout
+    ([C, N_L], the readout's shape)."""
 
     layers: list[LayerFeedback]
     readout: Tensor

@@ -12,9 +12,18 @@ through the recurrent connections uses ``B_rec,l``) and the readout ``W_out``. W
 still ``delta_out^T x`` with the true presynaptic activity. Temporal credit assignment is the full
 unroll (memory O(T)); there is no weight transport.
 
+On ``model.arch: conv`` a convolution block's input current is ``K_l * x`` (:mod:`spikebench.nn.conv`);
+the error it sends to its input (the block below, or the encoded input for the first block) is the
+transposed convolution with a fixed random kernel ``B_l`` of the shape of ``K_l`` instead of ``K_l``
+(:func:`spikebench.nn.network.conv2d`), and ``K_l``'s gradient is still the exact correlation of the
+block's error with its input maps. Max pooling, the spike nonlinearity and the leak are backpropagated
+as in ``bptt`` (they have no weights to transport); blocks have no recurrent weights. The dense layers
+and the readout above the blocks use random matrices as on ``mlp``.
+
 ``rule.feedback``: ``random`` (default; each ``B`` drawn once from a uniform distribution with the same
-bound as the forward initialisation, ``1/sqrt(fan_in)``, and kept fixed) or ``symmetric`` (``B = W`` at
-every step: exactly ``bptt``, the reference the tests compare against).
+bound as the forward initialisation, ``1/sqrt(fan_in)`` -- ``fan_in = C_in k^2`` for a kernel -- and kept
+fixed) or ``symmetric`` (``B = W`` at every step: exactly ``bptt``, the reference the tests compare
+against).
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from torch import Tensor
 
 from spikebench.config import RuleConfig
 from spikebench.data.encoders import Encoding
+from spikebench.nn.conv import SpikingConv
 from spikebench.nn.network import LayerFeedback, Network, NetworkFeedback
 from spikebench.rules.base import RULES, Apply, BatchResult, LearningRule, Locality, choose, sequence_loss
 
@@ -33,7 +43,9 @@ FEEDBACKS = ("random", "symmetric")
 
 
 def _uniform_like(w: Tensor, gen: torch.Generator) -> Tensor:
-    bound = 1.0 / math.sqrt(w.shape[1])
+    """Uniform in +-1/sqrt(fan_in), ``fan_in`` the product of every axis but the first (``D`` for a
+    matrix [N, D], ``C_in k k`` for a kernel [C_out, C_in, k, k])."""
+    bound = 1.0 / math.sqrt(w[0].numel())
     u = torch.rand(w.shape, generator=gen, device=w.device, dtype=w.dtype)
     return (2 * u - 1) * bound
 
@@ -50,14 +62,15 @@ class FeedbackAlignment(LearningRule):
         memory="O(T)",
         rank=2,
     )
+    archs = ("mlp", "conv")
 
     def __init__(self, cfg: RuleConfig, net: Network, gen: torch.Generator) -> None:
         super().__init__(cfg, net, gen)
         self.mode = choose(cfg.feedback, FEEDBACKS, "random", "rule.feedback", self.name)
-        self.matrices: dict[str, Tensor] = {}
+        self.matrices: dict[str, Tensor] = {}  # by parameter name: every weight matrix and kernel
         if self.mode == "random":
             for name, p in net.named_parameters():
-                if p.dim() == 2:
+                if p.dim() >= 2:
                     self.matrices[name] = _uniform_like(p.detach(), gen)
 
     options = ("feedback",)
@@ -68,15 +81,20 @@ class FeedbackAlignment(LearningRule):
         choose(cfg.feedback, FEEDBACKS, "random", "rule.feedback", cls.name)
 
     def feedback(self, net: Network) -> NetworkFeedback:
-        """The matrices the backward pass uses (the forward weights themselves when symmetric)."""
+        """The matrices (and kernels, for convolution blocks) the backward pass uses: the forward
+        weights themselves when symmetric."""
         if self.mode == "symmetric":
-            mats = {n: p.detach() for n, p in net.named_parameters() if p.dim() == 2}
+            mats = {n: p.detach() for n, p in net.named_parameters() if p.dim() >= 2}
         else:
             mats = self.matrices
-        layers = [
-            LayerFeedback(mats[f"layers.{i}.weight"], mats.get(f"layers.{i}.rec"))
-            for i in range(len(net.layers))
-        ]
+        prefix = {id(m): n for n, m in net.named_modules()}
+        layers = []
+        for layer in net.layers:
+            name = prefix[id(layer)]
+            if isinstance(layer, SpikingConv):
+                layers.append(LayerFeedback(mats[f"{name}.conv.weight"]))
+            else:
+                layers.append(LayerFeedback(mats[f"{name}.weight"], mats.get(f"{name}.rec")))
         return NetworkFeedback(layers, mats["readout.linear.weight"])
 
     def train_batch(
@@ -90,7 +108,9 @@ class FeedbackAlignment(LearningRule):
 
     def input_gradient(self, net: Network, x_seq: Tensor, labels: Tensor) -> Tensor:
         """The error sent to the input along the rule's backward path: through the random feedback
-        matrices of every layer, the first layer's included (``delta_x = delta_1 B_1``)."""
+        matrices of every layer, the first layer's included (``delta_x = delta_1 B_1``; for a
+        convolution block first, the transposed convolution of ``delta_1`` with its kernel ``B_1``).
+        ``x_seq`` [T, B, ...]: [T, B, D] or [T, B, C, H, W] for ``arch: conv``."""
         x_seq = x_seq.detach().requires_grad_(True)
         loss = sequence_loss(net(x_seq, feedback=self.feedback(net)).readout, labels)
         return torch.autograd.grad(loss, x_seq)[0]
