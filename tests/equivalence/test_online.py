@@ -15,6 +15,7 @@ from spikebench.data.encoders import Direct, Encoding
 from spikebench.dynamics import LIFParams, lif
 from spikebench.dynamics.lif import LIFState
 from spikebench.nn import Network
+from spikebench.nn.conv import SpikingConv
 from spikebench.nn.network import NetState
 from spikebench.rules import RULES
 from spikebench.train.loop import fit
@@ -40,40 +41,60 @@ def run_rule(name, net, x, labels, enc, **opts):
 
 
 def traced_reference(name, rule, net, x_seq, labels):
-    """Per-sequence gradients of a trace-based rule, by autograd inside each step.
+    """Per-sequence gradients of a trace-based rule, by autograd inside each step, for a
+    :class:`Network` or a :class:`ConvNetwork`.
 
     State from earlier steps is a constant. Every layer's current is ``value + part - part.detach()``:
-    the value of ``W x[t] + b + V z[t-1]``, whose gradient w.r.t. the weights goes through the
-    presynaptic traces (``part = W x_hat[t] + a[t] b + V z_hat[t-1]``) and, for the first layer, w.r.t.
-    the input through its trace. ottt backpropagates the instantaneous loss through the layers; dfa and
-    decolle stop gradients between layers and credit each layer through ``<B_l e[t], z_l[t]>`` /
-    ``CE(G_l z_l[t]) / T``. The readout gets the gradient of the loss itself."""
+    the value of ``W x[t] + b + V z[t-1]`` (``K * x[t] + b`` for a convolution block), whose gradient
+    w.r.t. the weights goes through the presynaptic traces (``part = W x_hat[t] + a[t] b + V z_hat[t-1]``,
+    a block's ``x_hat`` a trace of its input maps) and, for the first layer, w.r.t. the input through its
+    trace. Pooling is autograd's ``max_pool2d``. ottt backpropagates the instantaneous loss through the
+    layers; dfa and decolle stop gradients between layers and credit each layer through
+    ``<B_l e[t], z_l[t]>`` / ``CE(G_l p_l[t]) / T`` (``p_l`` the layer's output, pooled for a block). The
+    readout gets the gradient of the loss itself."""
     x_seq = x_seq.detach().requires_grad_(True)
+    T = x_seq.shape[0]
     d = rule.trace_decay(net)
     B = x_seq.shape[1]
+    layers = net.layers
     state = net.zero_state(B, x_seq)
-    x_hat = [0.0] * len(net.layers)
-    z_hat = [0.0] * len(net.layers)
+    x_hat = [0.0] * len(layers)
+    z_hat = [0.0] * len(layers)
     a = 0.0
     objective = 0.0
     top = []
-    for t in range(x_seq.shape[0]):
+    for t in range(T):
         a = d * a + 1.0
         h = x_seq[t]
-        new, zs = [], []
-        for i, layer in enumerate(net.layers):
+        new, zs, outs = [], [], []
+        for i, layer in enumerate(layers):
             s = state.layers[i]
             x_hat[i] = d * x_hat[i] + (h if i == 0 else h.detach())
-            z_hat[i] = d * z_hat[i] + s.z
-            part = F.linear(x_hat[i], layer.weight) + a * layer.bias
-            value = F.linear(
-                h if name == "ottt" and i > 0 else h.detach(), layer.weight.detach(), layer.bias.detach()
-            )
-            if layer.rec is not None:
-                part = part + z_hat[i] @ layer.rec.T
-                value = value + s.z @ layer.rec.detach().T
-            h, s = lif.step(layer.params, s, value + part - part.detach())
-            zs.append(h)
+            h_value = h if name == "ottt" and i > 0 else h.detach()
+            if isinstance(layer, SpikingConv):
+                w, b, pad = layer.conv.weight, layer.conv.bias, layer.conv.padding
+                part = F.conv2d(x_hat[i], w, padding=pad) + a * b[:, None, None]
+                value = F.conv2d(h_value, w.detach(), b.detach(), padding=pad)
+                current = (value + part - part.detach()).reshape(B, -1)
+            else:
+                z_hat[i] = d * z_hat[i] + s.z
+                part = F.linear(x_hat[i], layer.weight) + a * layer.bias
+                value = F.linear(h_value, layer.weight.detach(), layer.bias.detach())
+                if layer.rec is not None:
+                    part = part + z_hat[i] @ layer.rec.T
+                    value = value + s.z @ layer.rec.detach().T
+                current = value + part - part.detach()
+            z, s = lif.step(layer.params, s, current)
+            if isinstance(layer, SpikingConv):
+                maps = z.reshape(B, *layer.map_shape)
+                h = F.max_pool2d(maps, layer.pool) if layer.pool > 1 else maps
+                nxt = layers[i + 1]
+                out = h.reshape(B, -1)
+                h = h if isinstance(nxt, SpikingConv) else out
+            else:
+                h = out = z
+            zs.append(z)
+            outs.append(out)
             new.append(LIFState(s.v.detach(), s.z.detach()))
         y = (net.readout.kappa * state.y + net.readout.linear(zs[-1].detach())).detach()
         if name == "ottt":
@@ -87,11 +108,11 @@ def traced_reference(name, rule, net, x_seq, labels):
             for i, z in enumerate(zs):
                 objective = objective + (z * (e @ rule.fixed[f"feedback.{i}"].T)).sum()
         else:
-            for i, z in enumerate(zs):
-                objective = objective + F.cross_entropy(z @ rule.fixed[f"readout.{i}"].T, labels) / T
+            for i, out in enumerate(outs):
+                objective = objective + F.cross_entropy(out @ rule.fixed[f"readout.{i}"].T, labels) / T
         top.append(zs[-1].detach())
         state = NetState(new, y)
-    hidden = [(n, p) for n, p in net.named_parameters() if n.startswith("layers.")]
+    hidden = [(n, p) for n, p in net.named_parameters() if not n.startswith("readout.")]
     grads = torch.autograd.grad(objective, [x_seq] + [p for _, p in hidden])
     ref = dict(zip([n for n, _ in hidden], grads[1:], strict=True))
     readout = net.readout.linear

@@ -10,14 +10,12 @@ import torch.nn.functional as F
 from spikebench.attacks import Classifier, RuleGradient
 from spikebench.config import RuleConfig
 from spikebench.data.encoders import Direct, Encoding
-from spikebench.dynamics import LIFParams, lif
-from spikebench.dynamics.lif import LIFState
+from spikebench.dynamics import LIFParams
 from spikebench.dynamics.surrogate import FastSigmoid
-from spikebench.nn.conv import ConvNetwork, SpikingConv
-from spikebench.nn.network import NetState
+from spikebench.nn.conv import ConvNetwork
 from spikebench.rules import RULES
-from tests.equivalence.test_eprop import Ramp, online_loss
-from tests.equivalence.test_online import _live_tensor_bytes, run_rule
+from tests.equivalence.test_eprop import Ramp
+from tests.equivalence.test_online import _live_tensor_bytes, run_rule, traced_reference
 
 T = 4
 CONV_ONLINE = ["ottt", "decolle", "dfa"]
@@ -45,86 +43,6 @@ def conv_batch(in_shape, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(3, *in_shape, generator=g, dtype=torch.float64) * 1.5, torch.tensor([0, 2, 1])
 
 
-def conv_reference(name, rule, net, x_seq, labels):
-    """Per-sequence gradients of a trace-based rule on a ConvNetwork, by autograd inside each step.
-
-    As ``traced_reference`` of ``test_online``: state from earlier steps is a constant, and every
-    layer's current is ``value + part - part.detach()`` with ``part`` its current computed from the
-    presynaptic traces (``K * x_hat[t] + a[t] b`` for a block, a trace of its input maps), so weight
-    gradients go through the traces and the first layer's input gradient through the input's trace.
-    Pooling is autograd's ``max_pool2d``. ottt backpropagates the step's loss through every layer;
-    decolle and dfa stop gradients between layers and credit each layer through
-    ``CE(G_l p_l[t]) / T`` (``p_l`` the layer's output, pooled for a block) / ``<B_l e[t], z_l[t]>``."""
-    x_seq = x_seq.detach().requires_grad_(True)
-    d = rule.trace_decay(net)
-    B = x_seq.shape[1]
-    layers = net.layers
-    state = net.zero_state(B, x_seq)
-    x_hat = [0.0] * len(layers)
-    z_hat = [0.0] * len(layers)
-    a = 0.0
-    objective = 0.0
-    top = []
-    for t in range(x_seq.shape[0]):
-        a = d * a + 1.0
-        h = x_seq[t]
-        new, zs, outs = [], [], []
-        for i, layer in enumerate(layers):
-            s = state.layers[i]
-            x_hat[i] = d * x_hat[i] + (h if i == 0 else h.detach())
-            h_value = h if name == "ottt" and i > 0 else h.detach()
-            if isinstance(layer, SpikingConv):
-                w, b, pad = layer.conv.weight, layer.conv.bias, layer.conv.padding
-                part = F.conv2d(x_hat[i], w, padding=pad) + a * b[:, None, None]
-                value = F.conv2d(h_value, w.detach(), b.detach(), padding=pad)
-                current = (value + part - part.detach()).reshape(B, -1)
-            else:
-                z_hat[i] = d * z_hat[i] + s.z
-                part = F.linear(x_hat[i], layer.weight) + a * layer.bias
-                value = F.linear(h_value, layer.weight.detach(), layer.bias.detach())
-                if layer.rec is not None:
-                    part = part + z_hat[i] @ layer.rec.T
-                    value = value + s.z @ layer.rec.detach().T
-                current = value + part - part.detach()
-            z, s = lif.step(layer.params, s, current)
-            if isinstance(layer, SpikingConv):
-                maps = z.reshape(B, *layer.map_shape)
-                h = F.max_pool2d(maps, layer.pool) if layer.pool > 1 else maps
-                nxt = layers[i + 1]
-                out = h.reshape(B, -1)
-                h = h if isinstance(nxt, SpikingConv) else out
-            else:
-                h = out = z
-            zs.append(z)
-            outs.append(out)
-            new.append(LIFState(s.v.detach(), s.z.detach()))
-        y = (net.readout.kappa * state.y + net.readout.linear(zs[-1].detach())).detach()
-        if name == "ottt":
-            objective = (
-                objective
-                + F.cross_entropy(net.readout.kappa * state.y + net.readout.linear(zs[-1]), labels) / T
-            )
-        elif name == "dfa":
-            y_var = y.clone().requires_grad_(True)
-            e = torch.autograd.grad(F.cross_entropy(y_var, labels) / T, y_var)[0]
-            for i, z in enumerate(zs):
-                objective = objective + (z * (e @ rule.fixed[f"feedback.{i}"].T)).sum()
-        else:
-            for i, out in enumerate(outs):
-                objective = objective + F.cross_entropy(out @ rule.fixed[f"readout.{i}"].T, labels) / T
-        top.append(zs[-1].detach())
-        state = NetState(new, y)
-    hidden = [(n, p) for n, p in net.named_parameters() if not n.startswith("readout.")]
-    grads = torch.autograd.grad(objective, [x_seq] + [p for _, p in hidden])
-    ref = dict(zip([n for n, _ in hidden], grads[1:], strict=True))
-    readout = net.readout.linear
-    gw, gb = torch.autograd.grad(
-        online_loss(net.readout(torch.stack(top)), labels), [readout.weight, readout.bias]
-    )
-    ref.update({"readout.linear.weight": gw, "readout.linear.bias": gb})
-    return ref, grads[0]
-
-
 TRACED = [("ottt", {}), ("decolle", {}), ("dfa", {"trace": "none"}), ("dfa", {"trace": "presynaptic"})]
 
 
@@ -142,7 +60,7 @@ def test_conv_rules_equal_autodiff_within_each_step(name, opts, arch, recurrent)
     with torch.no_grad():
         spikes = net(x_seq).spikes
     assert all(0 < s.mean() < 1 for s in spikes)  # every layer fires, not always: pooling has choices
-    ref, ref_x = conv_reference(name, rule, net, x_seq, labels)
+    ref, ref_x = traced_reference(name, rule, net, x_seq, labels)
     assert set(calls[0]) == set(ref) == {n for n, _ in net.named_parameters()}
     for n in ref:
         torch.testing.assert_close(calls[0][n], ref[n], rtol=1e-10, atol=1e-13, msg=n)
