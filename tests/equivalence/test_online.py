@@ -219,20 +219,18 @@ def _live_tensor_bytes() -> int:
     return sum(o.numel() * o.element_size() for o in gc.get_objects() if issubclass(type(o), torch.Tensor))
 
 
-@pytest.mark.parametrize("name", ONLINE)
-def test_no_graph_and_no_memory_across_steps(name):
-    """Nothing is saved for a backward pass, and what is alive at the end of a sequence does not
-    depend on its length."""
-    live = []
-    saved = []
+def assert_no_graph_and_no_growth(name, build, encoder, lengths) -> None:
+    """A batch of rule ``name`` saves nothing for a backward pass, leaves no autograd history, and what
+    is alive when it applies its update does not depend on the sequence length (``lengths``: two T);
+    ``build()`` gives a fresh ``(net, x, labels)``."""
+    live, saved = [], []
 
     def pack(t):
         saved.append(t.numel())
         return t
 
-    for steps in (20, 60):
-        net = make((5, 4), True)
-        x, labels = batch(5)
+    for steps in lengths:
+        net, x, labels = build()
         rule = RULES.get(name)(RuleConfig(name=name), net, torch.Generator().manual_seed(1))
         gc.collect()
         before = _live_tensor_bytes()
@@ -241,13 +239,20 @@ def test_no_graph_and_no_memory_across_steps(name):
                 net,
                 x,
                 labels,
-                Encoding(Ramp(), steps),
-                lambda before=before: live.append(_live_tensor_bytes() - before),
+                Encoding(encoder, steps),
+                lambda b=before: live.append(_live_tensor_bytes() - b),
             )
         assert result.logits.grad_fn is None
         assert all(p.grad.grad_fn is None for p in net.parameters())
     assert saved == []
     assert live[0] == live[1] > 0
+
+
+@pytest.mark.parametrize("name", ONLINE)
+def test_no_graph_and_no_memory_across_steps(name):
+    """Nothing is saved for a backward pass, and what is alive at the end of a sequence does not
+    depend on its length."""
+    assert_no_graph_and_no_growth(name, lambda: (make((5, 4), True), *batch(5)), Ramp(), (20, 60))
 
 
 def _problem(n: int, seed: int) -> Split:

@@ -15,7 +15,7 @@ from spikebench.dynamics.surrogate import FastSigmoid
 from spikebench.nn.conv import ConvNetwork
 from spikebench.rules import RULES
 from tests.equivalence.test_eprop import Ramp
-from tests.equivalence.test_online import _live_tensor_bytes, run_rule, traced_reference
+from tests.equivalence.test_online import assert_no_graph_and_no_growth, run_rule, traced_reference
 
 T = 4
 CONV_ONLINE = ["ottt", "decolle", "dfa"]
@@ -111,30 +111,9 @@ def test_conv_step_updates_sum_to_the_sequence_update(name):
 
 @pytest.mark.parametrize("name", CONV_ONLINE)
 def test_conv_keeps_no_graph_and_no_memory_across_steps(name):
-    live, saved = [], []
-
-    def pack(t):
-        saved.append(t.numel())
-        return t
-
     in_shape, channels, pool = ARCHS[1]
-    for steps in (5, 15):
-        net = conv_net(in_shape, channels, pool, True)
-        x, labels = conv_batch(in_shape, 3)
-        rule = RULES.get(name)(RuleConfig(name=name), net, torch.Generator().manual_seed(1))
-        before = _live_tensor_bytes()
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            result = rule.train_batch(
-                net,
-                x,
-                labels,
-                Encoding(Direct(), steps),
-                lambda before=before: live.append(_live_tensor_bytes() - before),
-            )
-        assert result.logits.grad_fn is None
-        assert all(p.grad.grad_fn is None for p in net.parameters())
-    assert saved == []
-    assert live[0] == live[1] > 0
+    build = lambda: (conv_net(in_shape, channels, pool, True), *conv_batch(in_shape, 3))  # noqa: E731
+    assert_no_graph_and_no_growth(name, build, Direct(), (5, 15))
 
 
 @pytest.mark.parametrize("name", CONV_ONLINE)
