@@ -10,7 +10,7 @@ from torch import Tensor
 from spikebench.config import RuleConfig
 from spikebench.nn.network import Network
 from spikebench.rules.base import RULES, Locality, choose
-from spikebench.rules.online import StepView, TracedRule, n_neurons, random_matrix
+from spikebench.rules.online import StepView, TracedRule, feedback_matrices
 
 TRACES = ("none", "presynaptic")
 
@@ -57,11 +57,7 @@ class DFA(TracedRule):
     def __init__(self, cfg: RuleConfig, net: Network, gen: torch.Generator) -> None:
         super().__init__(cfg, net, gen)
         self.trace = choose(cfg.trace, TRACES, self.default_trace, "rule.trace", self.name)
-        like = net.readout.linear.weight
-        self.fixed = {
-            f"feedback.{i}": random_matrix(gen, n_neurons(layer), net.n_classes, n_neurons(layer), like)
-            for i, layer in enumerate(net.layers)
-        }
+        self.fixed = feedback_matrices(gen, net)
 
     @classmethod
     def check_config(cls, cfg: RuleConfig) -> None:

@@ -10,7 +10,7 @@ from torch import Tensor
 from spikebench.config import RuleConfig
 from spikebench.nn.network import Network
 from spikebench.rules.base import RULES, Locality, choose
-from spikebench.rules.online import OnlineRule, StepView, add_grad, anticausal, random_matrix
+from spikebench.rules.online import OnlineRule, StepView, add_grad, anticausal, feedback_matrices
 
 FEEDBACKS = ("symmetric", "random")
 
@@ -166,11 +166,7 @@ class EProp(OnlineRule):
         self.feedback = choose(cfg.feedback, FEEDBACKS, self.default_feedback, "rule.feedback", self.name)
         self.block = cfg.k if self.update == "sequence" else 1
         if self.feedback == "random":
-            like = net.readout.linear.weight
-            self.fixed = {
-                f"feedback.{i}": random_matrix(gen, layer.n_out, net.n_classes, layer.n_out, like)
-                for i, layer in enumerate(net.layers)
-            }
+            self.fixed = feedback_matrices(gen, net)
 
     @classmethod
     def check_config(cls, cfg: RuleConfig) -> None:

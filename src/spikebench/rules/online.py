@@ -342,6 +342,17 @@ def random_matrix(gen: torch.Generator, rows: int, cols: int, fan_in: int, like:
     return m.mul_(2 * bound).sub_(bound).to(like.device)
 
 
+def feedback_matrices(gen: torch.Generator, net: Network) -> dict[str, Tensor]:
+    """Fixed random matrices ``B_l`` [N_l, C] that broadcast the output error to every hidden layer l
+    (``N_l`` its neurons, a convolution block's before pooling), uniform in +-1/sqrt(N_l), keyed
+    ``feedback.{l}`` (``dfa``, and ``eprop`` with random feedback)."""
+    like = net.readout.linear.weight
+    return {
+        f"feedback.{i}": random_matrix(gen, n_neurons(layer), net.n_classes, n_neurons(layer), like)
+        for i, layer in enumerate(net.layers)
+    }
+
+
 class OnlineRule(LearningRule):
     """Base class of the online rules: the step loop, the readout gradient, update modes, fixed state.
 
