@@ -31,7 +31,9 @@ class _FeedbackLinear(torch.autograd.Function):
         g2 = g.reshape(-1, g.shape[-1])
         gw = g2.T @ x.reshape(-1, x.shape[-1])
         gb = g2.sum(0) if ctx.has_bias else None
-        return g @ feedback, gw, gb, None
+        # not needed for the first layer in training: skip the product
+        gx = g @ feedback if ctx.needs_input_grad[0] else None
+        return gx, gw, gb, None
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor | None = None) -> Tensor:
