@@ -114,6 +114,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_efficiency(args: argparse.Namespace) -> int:
+    from spikebench.train.efficiency import OpEnergy
+    from spikebench.train.run import efficiency_run
+
+    if args.mac_pj < 0 or args.add_pj < 0:
+        raise CLIError("--mac-pj and --add-pj must be >= 0")
+    default = OpEnergy()
+    source = (
+        default.source if (args.mac_pj, args.add_pj) == (default.mac_pj, default.add_pj) else "user-given"
+    )
+    r = efficiency_run(Path(args.run_dir), OpEnergy(args.mac_pj, args.add_pj, source))
+    if args.json:
+        _print_json(r)
+        return 0
+    rates = ", ".join(f"{x['firing_rate']:.3f}" for x in r["layers"])
+    s, e = r["synops"], r["energy"]
+    print(f"{r['rule']}: firing rate per layer {rates}; activation sparsity {r['activation_sparsity']:.3f}")
+    print(
+        f"per inference: {s['effective_acs']:.4g} ACs, {s['effective_macs']:.4g} MACs, {s['dense']:.4g} dense ops; "
+        f"energy estimate {e['inference_pj'] * 1e-6:.4g} uJ (dense {e['dense_inference_pj'] * 1e-6:.4g} uJ)"
+    )
+    if "training_sample_pj" in e:
+        c = r["rule_cost"]
+        print(
+            f"per training sample: update {c['macs']:.4g} MACs + {c['elementwise']:.4g} elementwise, state "
+            f"{c['state']:.4g} numbers; energy estimate {e['training_sample_pj'] * 1e-6:.4g} uJ"
+        )
+    print(
+        f"energies per operation: {e['source']} ({e['mac_pj']} pJ per multiply-add, {e['add_pj']} pJ per add)"
+    )
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     import os
 
@@ -444,6 +477,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run directory written by 'spikebench train'")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "efficiency", help="a run's firing rates, synaptic operations and energy estimates on its test set"
+    )
+    p.add_argument("run_dir", help="a run directory written by 'spikebench train'")
+    p.add_argument("--mac-pj", type=float, default=4.6, help="energy of a multiply-add in pJ (default 4.6)")
+    p.add_argument("--add-pj", type=float, default=0.9, help="energy of an add in pJ (default 0.9)")
+    p.add_argument("--json", action="store_true", help="print the record as JSON")
+    p.set_defaults(func=cmd_efficiency)
 
     p = sub.add_parser("data", help="find (or download) a dataset, check it, and say where it is")
     p.add_argument("name", nargs="?", default="fashion-mnist", help="dataset name (see 'ls datasets')")

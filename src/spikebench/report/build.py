@@ -9,6 +9,7 @@ from pathlib import Path
 
 from spikebench.report import plots
 from spikebench.report.document import Block, Heading, Image, Para, Table, to_html, to_markdown
+from spikebench.report.efficiency import efficiency_section
 from spikebench.report.records import RunRecord, Stat, StudyRecords, group, load_study, stat
 from spikebench.report.verdicts import Verdict, c1_similarity, c2_tradeoff, c3_recurrence, c4_attacks
 
@@ -261,6 +262,7 @@ def build_blocks(records: StudyRecords, out: Path) -> tuple[list[Block], list[Ve
     ]
     if "tradeoff" in parts:
         blocks += tradeoff_section(records.part("tradeoff"), out)
+        blocks += efficiency_section(records.part("tradeoff"), out)
     if "similarity" in parts:
         blocks += similarity_section(records, out)
     if "recurrence" in parts:

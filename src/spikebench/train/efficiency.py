@@ -37,6 +37,8 @@ from torch import Tensor, nn
 from spikebench.data.encoders import Encoding
 from spikebench.nn.conv import SpikingConv
 from spikebench.nn.network import Network, is_time_constant
+from spikebench.rules.base import LearningRule
+from spikebench.rules.cost import rule_cost
 
 
 @dataclass(frozen=True)
@@ -237,3 +239,23 @@ def measure(
 def firing_rates(record: dict[str, Any]) -> list[float]:
     """Per-layer mean firing rates of an efficiency record."""
     return [r["firing_rate"] for r in record["layers"]]
+
+
+def run_record(
+    net: Network,
+    rule: LearningRule,
+    x: Tensor,
+    enc: Encoding,
+    batch_size: int,
+    energy: OpEnergy | None = None,
+) -> dict[str, Any]:
+    """:func:`measure` on ``x`` (a run's test inputs) with the cost of ``rule``'s updates for ``enc.T``
+    steps: the ``efficiency`` entry of a run's ``summary.json``. The network is left in the mode it was
+    in."""
+    cost = rule_cost(rule, net, enc.T)
+    was_training = net.training
+    net.eval()
+    try:
+        return measure(net, x, enc, batch_size, energy, None if cost is None else cost.to_dict())
+    finally:
+        net.train(was_training)

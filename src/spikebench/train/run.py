@@ -31,6 +31,7 @@ from spikebench.data import Dataset, load_dataset
 from spikebench.nn import Network
 from spikebench.registry import SpikebenchError
 from spikebench.rules import LearningRule
+from spikebench.train.efficiency import OpEnergy, run_record
 from spikebench.train.loop import EpochRecord, Hooks, evaluate, fit
 from spikebench.train.memory import PeakMemory
 from spikebench.train.seeding import generator, seed_everything
@@ -178,6 +179,14 @@ def batch_memory(built: Built) -> dict[str, Any]:
     return {"peak_batch_tensor_bytes": result.peak_bytes, "peak_batch_tensor_method": result.method}
 
 
+def efficiency(built: Built, energy: OpEnergy | None = None) -> dict[str, Any]:
+    """The run's ``efficiency`` record (:func:`spikebench.train.efficiency.run_record`) on its test set,
+    with an encoding of its own random stream (the evaluation's stream is left as it was)."""
+    cfg = built.cfg
+    enc = components.build_encoding(cfg, generator(cfg.train.seed, 8, built.device))
+    return run_record(built.net, built.rule, built.data.test.x, enc, cfg.train.eval_batch_size, energy)
+
+
 def partial_dir(out: Path) -> Path:
     """Where the run ``out`` is built until it is complete (and where an interrupted run waits)."""
     return out.resolve().parent / f".{out.name}.partial"
@@ -269,6 +278,7 @@ def train_run(
         summary = summary_record(built, records, mem, train_seconds)
         summary["resumed_from_epoch"] = None if state is None else int(state["epoch"])
         summary.update(batch_memory(built))
+        summary["efficiency"] = efficiency(built)
         summary["tracking"] = None if tracker is None else tracker.summary(train_seconds)
         backdoor = cfg.data.backdoor
         summary["backdoor"] = (
@@ -336,3 +346,9 @@ def eval_run(run_dir: Path) -> dict[str, Any]:
         "test_samples": len(built.data.test),
         "test_accuracy": acc,
     }
+
+
+def efficiency_run(run_dir: Path, energy: OpEnergy | None = None) -> dict[str, Any]:
+    """Measure a finished run's efficiency record again, e.g. with other energies per operation."""
+    built = load_run(run_dir)
+    return {"run": str(run_dir), "rule": built.cfg.rule.name, **efficiency(built, energy)}
