@@ -272,6 +272,11 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from spikebench.attacks.runner import attack_run
 
     eps = _parse_eps(args.eps)
+    for name in ("steps", "restarts", "queries", "eot", "n", "batch_size"):
+        if getattr(args, name) < 1:
+            raise CLIError(
+                f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}"
+            )
     options = AttackOptions(
         steps=args.steps,
         step_size=args.step_size,
@@ -303,6 +308,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
             surrogate=_parse_surrogate(args.surrogate),
             batch_size=args.batch_size,
             reference=not args.no_reference,
+            sanity_eps=args.sanity_eps,
+            force=args.force,
             progress=bar.update,
         )
     if args.json:
@@ -316,6 +323,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     for r in report["records"]:
         asr = "n/a" if r["attack_success_rate"] is None else f"{r['attack_success_rate']:.4f}"
         ref = f"  exact PGD {r['reference']['accuracy']:.4f}" if "reference" in r else ""
+        ref += "  (sanity check)" if r.get("sanity") else ""
         print(
             f"  eps {r['eps']:<8g} accuracy {r['accuracy']:.4f}  success rate {asr}  "
             f"mean norm {r['mean_perturbation_norm']:.4g}  queries {r['queries']:.0f}  "
@@ -527,9 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--grad-source", default="exact", help="gradient attacks: exact, rule (the run's rule) or transfer"
     )
     p.add_argument("--source-run", help="run to craft transfer examples on (--grad-source transfer)")
-    p.add_argument("--steps", type=int, default=20, help="PGD steps")
+    p.add_argument("--steps", type=int, default=20, help="PGD / APGD steps per restart")
     p.add_argument("--step-size", type=float, help="PGD / NES step (default 2.5 * eps / steps)")
-    p.add_argument("--restarts", type=int, default=1, help="PGD random restarts")
+    p.add_argument("--restarts", type=int, default=1, help="PGD / APGD runs (later ones from random starts)")
     p.add_argument("--no-random-start", action="store_true", help="start PGD at the clean input")
     p.add_argument("--queries", type=int, default=1000, help="query budget per sample (square, nes, spsa)")
     p.add_argument("--eot", type=int, default=1, help="encoder draws per gradient (stochastic encoders)")
@@ -538,6 +546,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the attack's random draws")
     p.add_argument("--batch-size", type=int, default=500, help="samples attacked at once")
     p.add_argument("--no-reference", action="store_true", help="gradient-free attacks: no exact-PGD check")
+    p.add_argument(
+        "--sanity-eps", type=float, help="also attack at this large eps, where no accuracy should remain"
+    )
+    p.add_argument("--force", action="store_true", help="overwrite an existing result of the same request")
     p.add_argument("--device", choices=["cpu", "cuda"], help="device (default: the run's train.device)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -47,7 +47,10 @@ def test_attack_writes_report_and_plot(run, capsys):
     assert [r["eps"] for r in report["records"]] == [0.05, 0.2]
     for r in report["records"]:
         assert {"accuracy", "attack_success_rate", "mean_perturbation_norm", "queries", "seconds"} <= set(r)
-        assert r["mean_perturbation_norm"] <= r["eps"] * (1 + 1e-5) and r["queries"] == 3
+        # early stop: a sample broken after s < 3 steps costs s gradient evaluations
+        assert r["mean_perturbation_norm"] <= r["eps"] * (1 + 1e-5) and 0 < r["queries"] <= 3
+        assert len(r["correct"]) == 24 and r["accuracy"] == r["correct"].count("1") / 24
+        assert r["convergence"] == {"3": r["accuracy"]}
     assert report["records"][1]["accuracy"] <= report["clean_accuracy"]
     assert (run / "attacks" / "pgd-exact.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -79,10 +82,38 @@ def test_rule_and_transfer_sources(run, tmp_path, capsys):
     assert (run / "attacks" / "fgsm-rule.json").is_file()
 
 
+def test_existing_result_is_kept_unless_forced(run, capsys):
+    args = ["--attack", "fgsm", "--eps", "0.1"]
+    assert attack(run, *args) == 0
+    path = run / "attacks" / "fgsm-exact.json"
+    before = path.read_bytes()
+    capsys.readouterr()
+    assert attack(run, *args, "--seed", "3") == 2
+    err = capsys.readouterr().err.strip()
+    assert "exists already; use --force" in err and len(err.splitlines()) == 1
+    assert path.read_bytes() == before
+    assert attack(run, *args, "--seed", "3", "--force", "--json") == 0
+    assert json.loads(path.read_text())["seed"] == 3
+
+
+def test_apgd_surrogate_stem_and_sanity_row(run, capsys):
+    args = ["--attack", "apgd", "--eps", "0.05", "--steps", "12", "--surrogate", "fast_sigmoid/8"]
+    assert attack(run, *args, "--restarts", "2", "--sanity-eps", "0.5") == 0
+    out = capsys.readouterr().out
+    report = json.loads((run / "attacks" / "apgd-exact@fast_sigmoid-8.json").read_text())
+    assert (run / "attacks" / "apgd-exact@fast_sigmoid-8.png").is_file()
+    assert report["surrogate"] == {"name": "fast_sigmoid", "scale": 8.0} and report["sanity_eps"] == 0.5
+    first, sanity = report["records"]
+    assert "sanity" not in first and sanity["sanity"] is True and sanity["eps"] == 0.5
+    assert sorted(first["convergence"], key=int) == ["10", "12"]
+    assert first["convergence"]["12"] == first["accuracy"] <= first["convergence"]["10"]
+    assert sanity["accuracy"] <= 0.05 and "sanity check" in out
+
+
 def test_ls_attacks(capsys):
     assert main(["ls", "attacks"]) == 0
     out = capsys.readouterr().out
-    for name in ("fgsm", "pgd", "square", "nes", "spsa", "gaussian-noise", "uniform-noise"):
+    for name in ("fgsm", "pgd", "apgd", "square", "nes", "spsa", "gaussian-noise", "uniform-noise"):
         assert name in out
 
 
@@ -97,6 +128,14 @@ def test_ls_attacks(capsys):
         (["--attack", "pgd", "--norm", "l1"], "norm must be one of"),
         (["--attack", "pgd", "--steps", "0"], "steps must be a positive"),
         (["--attack", "pgd", "--surrogate", "nope"], "unknown surrogate"),
+        (["--attack", "pgd", "--eps", "1e9"], "linf eps must be in (0, 1] for inputs in [0, 1]"),
+        (["--attack", "pgd", "--eps", "nan"], "eps must be a positive number"),
+        (["--attack", "pgd", "--norm", "l2", "--eps", "100"], "larger than any L2 distance"),
+        (["--attack", "pgd", "--sanity-eps", "2"], "linf eps must be in (0, 1]"),
+        (["--attack", "apgd", "--restarts", "0"], "--restarts must be a positive integer"),
+        (["--attack", "pgd", "--n", "0"], "--n must be a positive integer"),
+        (["--attack", "pgd", "--batch-size", "-1"], "--batch-size must be a positive integer"),
+        (["--attack", "square", "--queries", "0"], "--queries must be a positive integer"),
     ],
 )
 def test_bad_requests_write_nothing(run, capsys, args, message):

@@ -116,12 +116,20 @@ def test_fgsm_and_pgd_agree_with_torchattacks(norm):
     model = plain_classifier(net)
     target = Target(model, ExactGradient(model))
     eps, alpha, steps = (0.1, 0.02, 7) if norm == "linf" else (0.5, 0.1, 7)
-    ours = attack(
-        "pgd", target, x, y, ThreatModel(norm, eps), steps=steps, step_size=alpha, random_start=False
+    result = ATTACKS.get("pgd")(AttackOptions(steps=steps, step_size=alpha, random_start=False)).perturb(
+        target, x, y, ThreatModel(norm, eps), torch.Generator().manual_seed(0)
     )
     cls = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
-    theirs = cls(net, eps=eps, alpha=alpha, steps=steps, random_start=False)(x, y)
-    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-8)
+    # best iterate: a sample broken after s steps keeps torchattacks' iterate after s steps, an
+    # unbroken one the last iterate
+    at = result.broken_at
+    assert (at >= 0).any() and (at < 0).any()
+    for s in range(steps + 1):
+        rows = at == s if s < steps else (at == s) | (at < 0)
+        theirs = cls(net, eps=eps, alpha=alpha, steps=s, random_start=False)(x, y) if s else x
+        torch.testing.assert_close(result.x_adv[rows], theirs[rows], rtol=0, atol=1e-8)
+        assert (net(result.x_adv[at == s]).argmax(1) != y[at == s]).all()
+        assert s == 0 or (net(result.x_adv[at < 0]).argmax(1) == y[at < 0]).all()
     if norm == "linf":
         fgsm = attack("fgsm", target, x, y, ThreatModel(norm, eps))
         torch.testing.assert_close(fgsm, torchattacks.FGSM(net, eps=eps)(x, y), rtol=0, atol=1e-12)

@@ -4,7 +4,7 @@
 run and returns its records; the runner is imported on demand (it reads runs back from disk).
 """
 
-from spikebench.attacks import blackbox, gradient  # noqa: F401  (registers)
+from spikebench.attacks import apgd, blackbox, gradient  # noqa: F401  (registers)
 from spikebench.attacks.adapter import Classifier, ExactGradient, GradientSource, RuleGradient
 from spikebench.attacks.base import ATTACKS, Attack, AttackOptions, AttackResult, Target, margin
 from spikebench.attacks.threat import NORMS, AttackError, ThreatModel, image_layout

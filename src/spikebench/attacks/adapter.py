@@ -100,11 +100,19 @@ class GradientSource(ABC):
         self.draws = eot if model.stochastic else 1
 
     def __call__(self, x: Tensor, labels: Tensor) -> Tensor:
+        return self.evaluate(x, labels)[0]
+
+    def evaluate(self, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(d loss / d x, logits)``: the logits [B, C] of ``x`` when the gradient's own forward pass
+        computed them and they equal what :class:`Classifier` returns (one deterministic draw), else
+        None. Attacks use them to check their iterates without another forward pass."""
         total = torch.zeros_like(x)
+        self._logits: Tensor | None = None
         for _ in range(self.draws):
             xg = x.detach().requires_grad_(True)
             total += self.gradient(self.model.encode(xg), xg, labels)
-        return total / self.draws
+        logits = self._logits if not self.model.stochastic else None
+        return total / self.draws, logits
 
     @abstractmethod
     def gradient(self, seq: Tensor, x: Tensor, labels: Tensor) -> Tensor:
@@ -117,8 +125,9 @@ class ExactGradient(GradientSource):
     name = "exact"
 
     def gradient(self, seq: Tensor, x: Tensor, labels: Tensor) -> Tensor:
-        loss = F.cross_entropy(self.model.net(seq).logits, labels)
-        return torch.autograd.grad(loss, x)[0]
+        logits = self.model.net(seq).logits
+        self._logits = logits.detach()
+        return torch.autograd.grad(F.cross_entropy(logits, labels), x)[0]
 
 
 class RuleGradient(GradientSource):

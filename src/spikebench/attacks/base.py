@@ -63,10 +63,16 @@ class AttackOptions:
 @dataclass
 class AttackResult:
     """Perturbed inputs ``x_adv`` [B, ...] and the model calls spent on each sample, ``queries`` [B]
-    (forward passes for query attacks, gradient evaluations times EOT draws for gradient attacks)."""
+    (forward passes for query attacks, gradient evaluations times EOT draws for gradient attacks).
+
+    Iterative gradient attacks also give ``broken_at`` [B]: the fewest steps (within one restart) after
+    which an iterate of some restart was misclassified by the attack's model, -1 where none was; this
+    is what their convergence records are computed from.
+    """
 
     x_adv: Tensor
     queries: Tensor
+    broken_at: Tensor | None = None
 
 
 @dataclass

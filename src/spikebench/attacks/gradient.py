@@ -5,14 +5,22 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from spikebench.attacks.adapter import GradientSource
 from spikebench.attacks.base import ATTACKS, Attack, AttackResult, Target
 from spikebench.attacks.threat import AttackError, ThreatModel
 
 
-def _gradient(target: Target):
+def _gradient(target: Target) -> GradientSource:
     if target.gradient is None:
         raise AttackError("a gradient attack needs a gradient source")
     return target.gradient
+
+
+def wrong(target: Target, x: Tensor, labels: Tensor, logits: Tensor | None) -> Tensor:
+    """[B] bool: ``x`` is misclassified by the attack's model (``logits`` of ``x`` if already known)."""
+    if logits is None:
+        logits = target.model(x)
+    return logits.argmax(1) != labels
 
 
 @ATTACKS.register("fgsm")
@@ -34,7 +42,7 @@ class FGSM(Attack):
 
 @ATTACKS.register("pgd")
 class PGD(Attack):
-    """Projected gradient descent (Madry et al. 2018): steps of steepest ascent, projected, restarts."""
+    """Projected gradient descent (Madry et al. 2018) with restarts, keeping the best iterate."""
 
     kind = "gradient"
 
@@ -42,26 +50,36 @@ class PGD(Attack):
         self, target: Target, x: Tensor, labels: Tensor, threat: ThreatModel, gen: torch.Generator
     ) -> AttackResult:
         """``x[k+1] = P(x[k] + a * s(grad_x L(x[k], y)))`` for ``steps`` steps (Madry et al. 2018, eq. 2),
-        ``a = step_size`` (default ``2.5 eps / steps``), from ``x`` or a random start. With restarts,
-        each later run attacks only the samples no earlier run has broken; a sample keeps the result of
-        the run that broke it (or of the last run)."""
+        ``a = step_size`` (default ``2.5 eps / steps``), from ``x`` or a random start (later restarts
+        always start at random).
+
+        Every iterate of every restart is checked: a sample is broken as soon as one iterate is
+        misclassified, keeps that iterate and is attacked no further (the best iterate); later restarts
+        attack only the unbroken samples, and the attack stops once all are broken. An unbroken sample
+        keeps the last iterate of the last restart.
+        """
         opts = self.options
         grad = _gradient(target)
         alpha = opts.step_size or 2.5 * threat.eps / opts.steps
         best = x.clone()
+        broken_at = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
         queries = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        idx = torch.arange(x.shape[0], device=x.device)
         for run in range(opts.restarts):
-            x0, y = x[idx], labels[idx]
-            xk = threat.random_start(x0, gen) if opts.random_start or run > 0 else x0
-            for _ in range(opts.steps):
-                xk = threat.project(xk + alpha * threat.steepest(grad(xk, y)), x0)
-            queries[idx] += opts.steps * grad.draws
-            best[idx] = xk
-            if run == opts.restarts - 1:
-                break
-            queries[idx] += 1
-            idx = idx[target.model(xk).argmax(1) == y]  # still unbroken: try again
+            idx = (broken_at < 0).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-        return AttackResult(best, queries)
+            x0, y = x[idx], labels[idx]
+            xk = threat.random_start(x0, gen) if opts.random_start or run > 0 else x0
+            for step in range(opts.steps + 1):
+                g, logits = grad.evaluate(xk, y) if step < opts.steps else (None, None)
+                if g is not None:
+                    queries[idx] += grad.draws
+                hit = wrong(target, xk, y, logits)
+                best[idx[hit]], broken_at[idx[hit]] = xk[hit], step
+                keep = ~hit
+                idx, x0, y, xk = idx[keep], x0[keep], y[keep], xk[keep]
+                if idx.numel() == 0 or g is None:
+                    break
+                xk = threat.project(xk + alpha * threat.steepest(g[keep]), x0)
+            best[idx] = xk
+        return AttackResult(best, queries, broken_at)

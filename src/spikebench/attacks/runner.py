@@ -8,8 +8,17 @@ request first, and writes ``RUN_DIR/attacks/<stem>.json`` (atomically) and a rob
 - ``accuracy``: fraction of the n test samples classified correctly both clean and under attack;
 - ``attack_success_rate``: fraction of the originally correct samples that the attack makes wrong;
 - ``mean_perturbation_norm`` / ``max_perturbation_norm``: ``||x_adv - x||`` in the threat norm;
+- ``correct``: one character per attacked sample (the first n test samples, in order), "1" where the
+  sample is classified correctly both clean and under attack, so ``accuracy`` is its fraction of "1";
+  per-sample worst cases over attacks are ANDs of these (:mod:`spikebench.attacks.evidence`);
 - ``queries``: mean model calls per sample spent by the attack (gradient evaluations x EOT draws for
   gradient attacks; the final evaluation is not counted); ``seconds``: wall-clock time of the attack;
+- iterative gradient attacks (PGD, APGD) crafted on the target itself add ``convergence``: steps ->
+  accuracy had each restart stopped after that many steps (10, 20, 50, 100 below the budget, and the
+  budget), from the first iterate that broke each sample;
+- with ``sanity_eps``, one more record at that (large) eps carries ``sanity: true``: there the attack
+  must leave about no accuracy (at most :data:`spikebench.attacks.evidence.SANITY_MAX_ACCURACY`), or
+  the report's notes say it failed; curves and verdicts skip it;
 - transfer attacks add ``source_accuracy``: accuracy of the crafted examples on the run they were
   crafted on;
   gradient-free attacks add ``reference`` (exact-gradient PGD on the same samples with the same steps,
@@ -21,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import tempfile
 import time
@@ -55,13 +65,15 @@ def check_request(
     has_source: bool = False,
     surrogate: tuple[str, float | None] | None = None,
     n: int | None = 1000,
+    sanity_eps: float | None = None,
 ) -> None:
     """Raise :class:`AttackError` (or :class:`UnknownNameError`) for a request that cannot run; checks
-    only what is known before any run is loaded."""
+    only what is known before any run is loaded (eps against the input domain [0, 1]: at most 1 for
+    L-inf; L2 eps are checked against the input's dimension once it is known)."""
     cls = ATTACKS.get(attack)
     if not eps:
         raise AttackError("give at least one eps")
-    for e in eps:
+    for e in [*eps, *([] if sanity_eps is None else [sanity_eps])]:
         ThreatModel(norm, e)  # type: ignore[arg-type]  (validates norm and eps)
     if grad_source not in GRAD_SOURCES:
         raise AttackError(f"grad-source must be one of {', '.join(GRAD_SOURCES)}, got {grad_source!r}")
@@ -90,11 +102,29 @@ def check_compatible(target: Built, source: Built) -> None:
         )
 
 
-def report_stem(attack: str, grad_source: str, norm: str) -> str:
-    """File name stem of a report: ``<attack>[-<grad source>][-<norm>]`` (source for gradient attacks,
-    norm when it is not L-inf)."""
-    stem = f"{attack}-{grad_source}" if ATTACKS.get(attack).kind == "gradient" else attack
-    return stem if norm == "linf" else f"{stem}-{norm}"
+def report_stem(
+    attack: str, grad_source: str, norm: str, surrogate: tuple[str, float | None] | None = None
+) -> str:
+    """File name stem of a report: ``<attack>[-<grad source>][-<norm>][@<surrogate>[-<scale>]]``
+    (source for gradient attacks, norm when it is not L-inf, the attack's surrogate for gradient
+    attacks given one, e.g. ``pgd-exact@fast_sigmoid-8``)."""
+    gradient = ATTACKS.get(attack).kind == "gradient"
+    stem = f"{attack}-{grad_source}" if gradient else attack
+    stem = stem if norm == "linf" else f"{stem}-{norm}"
+    if gradient and surrogate is not None:
+        name, scale = surrogate
+        stem += f"@{name}" + ("" if scale is None else f"-{scale:g}")
+    return stem
+
+
+def checkpoints(steps: int) -> list[int]:
+    """Steps at which a convergence record reads the accuracy: 10, 20, 50, 100 below ``steps``, and
+    ``steps``."""
+    return [c for c in (10, 20, 50, 100) if c < steps] + [steps]
+
+
+def _bits(ok: torch.Tensor) -> str:
+    return "".join("1" if v else "0" for v in ok.tolist())
 
 
 def _classifier(run: Built, seed: int, surrogate: tuple[str, float | None] | None) -> Classifier:
@@ -120,22 +150,34 @@ def run_attack(
     surrogate: tuple[str, float | None] | None = None,
     batch_size: int = 500,
     reference: bool = True,
+    sanity_eps: float | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Attack the first ``n`` test samples of ``target`` at every eps; return the report (module doc).
 
     ``source``: the run transfer examples are crafted on. ``surrogate``: (name, scale or None for the
     model's) replacing the surrogate derivative in the attack's gradients. ``reference``: also run
-    exact-gradient PGD beside a gradient-free attack (the gradient-masking check). ``progress`` is
-    called with the number of samples done after every batch.
+    exact-gradient PGD beside a gradient-free attack (the gradient-masking check). ``sanity_eps``: add
+    the sanity record at that eps. ``progress`` is called with the number of samples done after every
+    batch.
     """
+    from spikebench.attacks.evidence import SANITY_MAX_ACCURACY
+
     options = options or AttackOptions()
     request = {"norm": norm, "grad_source": grad_source, "surrogate": surrogate, "n": n}
-    check_request(attack, eps, has_source=source is not None, **request)
+    check_request(attack, eps, has_source=source is not None, sanity_eps=sanity_eps, **request)
     if source is not None:
         check_compatible(target, source)
     cls = ATTACKS.get(attack)
     x_all, y_all = target.data.test.x[:n], target.data.test.y[:n]
+    if norm == "l2":  # the largest L2 distance inside the [0, 1] domain
+        diameter = math.sqrt(x_all[0].numel())
+        for e in [*eps, *([] if sanity_eps is None else [sanity_eps])]:
+            if e > diameter:
+                raise AttackError(
+                    f"eps {e:g} is larger than any L2 distance between inputs in [0, 1]^{x_all[0].numel()} "
+                    f"(at most {diameter:.4g})"
+                )
     device = target.device
     model = _classifier(target, seed, surrogate)
     if grad_source == "transfer":
@@ -159,7 +201,9 @@ def run_attack(
     starts = range(0, len(y_all), batch_size)
     clean = torch.cat([model(x_all[i : i + batch_size].to(device)).argmax(1).cpu() for i in starts]).eq(y_all)
     records = []
-    for i, e in enumerate(eps):
+    track = cls.kind == "gradient" and crafter is model and options.steps >= 1
+    sweep = [*eps, *([] if sanity_eps is None else [sanity_eps])]
+    for i, e in enumerate(sweep):
         threat = ThreatModel(norm, e)
         # each eps draws from its own streams: its result does not depend on what ran before it
         gen, ref_gen = generator(seed, 100 + 10 * i, device), generator(seed, 101 + 10 * i, device)
@@ -169,7 +213,7 @@ def run_attack(
         if check:
             exact.model.reseed(generator(seed, 104 + 10 * i, device))
         seconds = 0.0
-        adv_ok, src_ok, ref_ok, norms, queries = [], [], [], [], []
+        adv_ok, src_ok, ref_ok, norms, queries, broken_at = [], [], [], [], [], []
         for b in range(0, len(y_all), batch_size):
             x, y = x_all[b : b + batch_size].to(device), y_all[b : b + batch_size].to(device)
             t0 = time.perf_counter()
@@ -183,6 +227,8 @@ def run_attack(
                 ref_ok.append(exact.model(ref.x_adv).argmax(1).eq(y).cpu())
             norms.append(threat.norms(result.x_adv - x).cpu())
             queries.append(result.queries.cpu())
+            if result.broken_at is not None:
+                broken_at.append(result.broken_at.cpu())
             if progress is not None:
                 progress(len(y))
         ok = clean & torch.cat(adv_ok)
@@ -196,7 +242,16 @@ def run_attack(
             "max_perturbation_norm": delta.max().item(),
             "queries": torch.cat(queries).double().mean().item(),
             "seconds": seconds,
+            "correct": _bits(ok),
         }
+        if track and len(broken_at) == len(adv_ok):
+            at = torch.cat(broken_at)
+            record["convergence"] = {
+                str(c): (clean & ~((at >= 0) & (at <= c))).double().mean().item()
+                for c in checkpoints(options.steps)
+            }
+        if i >= len(eps):
+            record["sanity"] = True
         if src_ok:
             record["source_accuracy"] = torch.cat(src_ok).double().mean().item()
         if check:
@@ -206,7 +261,7 @@ def run_attack(
         log.info("%s eps=%g: accuracy %.4f", attack, e, record["accuracy"])
         records.append(record)
 
-    masked = [r["eps"] for r in records if r.get("gradient_masking")]
+    masked = [r["eps"] for r in records if r.get("gradient_masking") and not r.get("sanity")]
     notes = (
         [
             f"possible gradient masking: {attack} leaves a lower accuracy than exact-gradient PGD "
@@ -215,6 +270,12 @@ def run_attack(
         if masked
         else []
     )
+    for r in records:
+        if r.get("sanity") and r["accuracy"] > SANITY_MAX_ACCURACY:
+            notes.append(
+                f"sanity check failed: {attack} leaves accuracy {r['accuracy']:.3f} at eps {r['eps']:g}, "
+                f"where about none should remain (at most {SANITY_MAX_ACCURACY})"
+            )
     cfg = target.cfg
     return {
         "schema": SCHEMA,
@@ -224,6 +285,7 @@ def run_attack(
         "grad_source": grad_source if cls.kind == "gradient" else None,
         "norm": norm,
         "eps": list(eps),
+        "sanity_eps": sanity_eps,
         "n": len(y_all),
         "seed": seed,
         "options": dataclasses.asdict(options),
@@ -251,13 +313,14 @@ def save_plot(report: dict[str, Any], path: Path) -> None:
     fig = Figure(figsize=(5, 3.6), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    eps = [r["eps"] for r in report["records"]]
+    rows = [r for r in report["records"] if not r.get("sanity")]
+    eps = [r["eps"] for r in rows]
     label = report["attack"] + (f" ({report['grad_source']})" if report["grad_source"] else "")
-    ax.plot(eps, [r["accuracy"] for r in report["records"]], "o-", label=label)
-    if any("reference" in r for r in report["records"]):
-        ax.plot(eps, [r["reference"]["accuracy"] for r in report["records"]], "s--", label="pgd (exact)")
-    if any("source_accuracy" in r for r in report["records"]):
-        ax.plot(eps, [r["source_accuracy"] for r in report["records"]], "^:", label="on source run")
+    ax.plot(eps, [r["accuracy"] for r in rows], "o-", label=label)
+    if any("reference" in r for r in rows):
+        ax.plot(eps, [r["reference"]["accuracy"] for r in rows], "s--", label="pgd (exact)")
+    if any("source_accuracy" in r for r in rows):
+        ax.plot(eps, [r["source_accuracy"] for r in rows], "^:", label="on source run")
     ax.axhline(report["clean_accuracy"], color="grey", lw=0.8, ls=":", label="clean")
     ax.set_xlabel(f"eps ({report['norm']})")
     ax.set_ylabel("accuracy")
@@ -285,28 +348,43 @@ def attack_run(
     *,
     source_run: Path | None = None,
     device: str | None = None,
+    force: bool = False,
     **kwargs: Any,
 ) -> tuple[dict[str, Any], Path]:
     """Load ``run_dir`` (and ``source_run``), :func:`run_attack` with ``kwargs``, and write the report
-    and its plot under ``run_dir/attacks/``. Returns the report and the JSON path. Bad requests raise
-    before anything is loaded or written."""
+    and its plot under ``run_dir/attacks/`` as ``<stem>.json`` (:func:`report_stem`). Returns the report
+    and the JSON path. Bad requests, and a report that exists already (unless ``force``), raise before
+    anything is loaded or written."""
+    norm, grad_source = kwargs.get("norm", "linf"), kwargs.get("grad_source", "exact")
     check_request(
         attack,
         eps,
-        norm=kwargs.get("norm", "linf"),
-        grad_source=kwargs.get("grad_source", "exact"),
+        norm=norm,
+        grad_source=grad_source,
         has_source=source_run is not None,
         surrogate=kwargs.get("surrogate"),
         n=kwargs.get("n", 1000),
+        sanity_eps=kwargs.get("sanity_eps"),
     )
+    path = result_path(run_dir, attack, grad_source, norm, kwargs.get("surrogate"))
+    if path.exists() and not force:
+        raise AttackError(f"{path} exists already; use --force to overwrite it")
     target = load_run(run_dir, device)
     source = load_run(source_run, device) if source_run is not None else None
     report = run_attack(target, attack, eps, source=source, **kwargs)
     report = {"run": str(run_dir), "source_run": None if source_run is None else str(source_run), **report}
-    out = run_dir / "attacks"
-    out.mkdir(exist_ok=True)
-    stem = report_stem(attack, report["grad_source"] or "exact", report["norm"])
-    path = out / f"{stem}.json"
+    path.parent.mkdir(exist_ok=True)
     write_json(path, report)
-    save_plot(report, out / f"{stem}.png")
+    save_plot(report, path.with_suffix(".png"))
     return report, path
+
+
+def result_path(
+    run_dir: Path,
+    attack: str,
+    grad_source: str = "exact",
+    norm: str = "linf",
+    surrogate: tuple[str, float | None] | None = None,
+) -> Path:
+    """Where :func:`attack_run` writes the report of this request: ``run_dir/attacks/<stem>.json``."""
+    return run_dir / "attacks" / f"{report_stem(attack, grad_source, norm, surrogate)}.json"

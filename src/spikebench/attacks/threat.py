@@ -50,6 +50,12 @@ class ThreatModel:
             raise AttackError(f"eps must be a positive number, got {self.eps}")
         if not self.domain[0] < self.domain[1]:
             raise AttackError(f"input domain must have lo < hi, got {self.domain}")
+        width = self.domain[1] - self.domain[0]
+        if self.norm == "linf" and self.eps > width:
+            lo, hi = self.domain
+            raise AttackError(
+                f"linf eps must be in (0, {width:g}] for inputs in [{lo:g}, {hi:g}], got {self.eps:g}"
+            )
 
     def norms(self, delta: Tensor) -> Tensor:
         """Per-sample perturbation size in the threat norm: [B, ...] -> [B]."""
