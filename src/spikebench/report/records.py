@@ -58,11 +58,12 @@ class RunRecord:
         return self.rule + (" rec" if self.recurrent else "")
 
     def attack_curve(self, name: str) -> dict[float, float]:
-        """eps -> accuracy for the attack record ``name`` (e.g. ``pgd-exact``); empty if absent."""
+        """eps -> accuracy for the attack record ``name`` (e.g. ``pgd-exact``); empty if absent. The
+        sanity record (``sanity: true``, a large eps) is not part of the curve."""
         rec = self.attacks.get(name)
         if not rec:
             return {}
-        return {float(r["eps"]): float(r["accuracy"]) for r in rec.get("records", [])}
+        return {float(r["eps"]): float(r["accuracy"]) for r in rec.get("records", []) if not r.get("sanity")}
 
 
 @dataclass
