@@ -21,8 +21,13 @@ from spikebench.studies.runner import Plan
 @dataclass(frozen=True)
 class Mode:
     """How big a study is. ``quick``: a data subset, one epoch, small attack budgets (minutes on 2 cores);
-    full: the whole dataset, ``epochs`` epochs, ``seeds`` seeds (at least 3), the attack budgets of the
-    issue (PGD 20 steps, Square 1,000 queries, 1,000 test samples)."""
+    full: the whole dataset, ``epochs`` epochs, ``seeds`` seeds (at least 3), full attack budgets (PGD and
+    APGD 100 steps x 3 restarts keeping the best iterate, Square 1,000 queries, 1,000 test samples).
+
+    ``apgd_steps``: APGD-CE steps per restart; ``restarts``: PGD and APGD runs; ``surrogate_sweep``:
+    (surrogate, scale) pairs, each giving one more exact-gradient PGD attack whose backward pass uses that
+    surrogate (the per-sample worst case is taken over all of them); ``sanity_eps``: the large eps of the
+    sanity record of exact-gradient PGD, where no accuracy should remain."""
 
     quick: bool
     seeds: int
@@ -37,6 +42,10 @@ class Mode:
     blackbox: tuple[str, ...]  # gradient-free attacks of the C4 study
     track_every: int  # batches between gradient-alignment measurements
     user_keys: tuple[str, ...] = ()  # config keys the user set (--set): the mode leaves them alone
+    apgd_steps: int = 10
+    restarts: int = 1
+    surrogate_sweep: tuple[tuple[str, float], ...] = ()
+    sanity_eps: float | None = 0.5
 
     @staticmethod
     def make(quick: bool, seeds: int | None, user_keys: tuple[str, ...] = ()) -> Mode:
@@ -49,12 +58,16 @@ class Mode:
                 limit_test=1000,
                 attack_n=100,
                 eps=(0.03, 0.1),
-                pgd_steps=10,
+                pgd_steps=20,
                 queries=200,
                 seq_rules=("bptt", "ottt"),
                 blackbox=("square", "gaussian-noise"),
                 track_every=10,
                 user_keys=user_keys,
+                apgd_steps=10,
+                restarts=1,
+                surrogate_sweep=QUICK_SWEEP,
+                sanity_eps=0.5,
             )
         return Mode(
             quick=False,
@@ -64,16 +77,30 @@ class Mode:
             limit_test=None,
             attack_n=1000,
             eps=(0.01, 0.03, 0.1),
-            pgd_steps=20,
+            pgd_steps=100,
             queries=1000,
             seq_rules=None,
             blackbox=("square", "nes", "spsa", "gaussian-noise", "uniform-noise"),
             track_every=100,
             user_keys=user_keys,
+            apgd_steps=100,
+            restarts=3,
+            surrogate_sweep=FULL_SWEEP,
+            sanity_eps=0.5,
         )
 
     def settings(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
+        return {k: _plain(v) for k, v in vars(self).items()}
+
+
+def _plain(v):
+    return [_plain(x) for x in v] if isinstance(v, tuple) else v
+
+
+#: the attack surrogates of the sweep (the networks train with fast_sigmoid, scale 2): wider and
+#: narrower than the training surrogate, and another shape
+FULL_SWEEP: tuple[tuple[str, float], ...] = (("fast_sigmoid", 0.5), ("fast_sigmoid", 8.0), ("triangle", 1.0))
+QUICK_SWEEP: tuple[tuple[str, float], ...] = (("fast_sigmoid", 8.0),)
 
 
 Builder = Callable[[Plan, Config, Mode], None]
@@ -111,14 +138,31 @@ def add_gradient_attacks(
     sources: tuple[str, ...],
     transfer_from: dict[str, str] | None = None,
 ) -> None:
+    """PGD (with restarts, best iterate) from every gradient source; for exact gradients also the sanity
+    record, APGD-CE and one PGD per surrogate of the sweep."""
     for key in keys:
         for source in sources:
             src = None if source != "transfer" else (transfer_from or {}).get(key)
             if source == "transfer" and (src is None or src == key):
                 continue
+            sanity = mode.sanity_eps if source == "exact" else None
+            pgd = {"steps": mode.pgd_steps, "restarts": mode.restarts, "n": mode.attack_n}
+            plan.jobs.append(AttackJob(key, "pgd", mode.eps, source, src, sanity_eps=sanity, **pgd))
+            if source != "exact":
+                continue
             plan.jobs.append(
-                AttackJob(key, "pgd", mode.eps, source, src, steps=mode.pgd_steps, n=mode.attack_n)
+                AttackJob(
+                    key,
+                    "apgd",
+                    mode.eps,
+                    "exact",
+                    steps=mode.apgd_steps,
+                    restarts=mode.restarts,
+                    n=mode.attack_n,
+                )
             )
+            for surrogate in mode.surrogate_sweep:
+                plan.jobs.append(AttackJob(key, "pgd", mode.eps, "exact", surrogate=tuple(surrogate), **pgd))
 
 
 def add_blackbox_attacks(plan: Plan, keys: list[str], mode: Mode, attacks: tuple[str, ...]) -> None:

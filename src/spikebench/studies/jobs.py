@@ -110,8 +110,11 @@ def execute(job: Job, study_dir: str) -> Outcome:
 
 @dataclass(frozen=True)
 class AttackJob(Job):
-    """Attack the trained run ``key`` (``runs/<key>/attacks/<name>-<source>.json``); ``source_key`` is the
-    run whose gradients craft transfer examples."""
+    """Attack the trained run ``key``; its record is ``runs/<key>/attacks/<stem>.json``, exactly the file
+    :func:`~spikebench.attacks.runner.attack_run` writes (:func:`~spikebench.attacks.runner.result_path`:
+    ``<attack>[-<source>][@<surrogate>-<scale>]``). ``source_key`` is the run whose gradients craft
+    transfer examples; ``surrogate`` (name, scale) the surrogate of the attack's backward pass (None: the
+    network's own); ``sanity_eps`` adds the sanity record at that large eps."""
 
     key: str
     attack: str
@@ -121,30 +124,39 @@ class AttackJob(Job):
     steps: int | None = None
     queries: int | None = None
     n: int = 1000
+    restarts: int | None = None
+    surrogate: tuple[str, float] | None = None
+    sanity_eps: float | None = None
 
     @property
     def needs(self) -> tuple[str, ...]:  # type: ignore[override]
         return (self.key,) if self.source_key is None else (self.key, self.source_key)
 
     @property
-    def id(self) -> str:
-        return f"{self.attack}-{self.source} {self.key}"
-
-    def record(self, study_dir: Path) -> Path:
+    def stem(self) -> str:
         from spikebench.attacks.runner import report_stem
 
-        return (
-            run_dir(study_dir, self.key) / "attacks" / f"{report_stem(self.attack, self.source, 'linf')}.json"
-        )
+        return report_stem(self.attack, self.source, "linf", self.surrogate)
+
+    @property
+    def id(self) -> str:
+        return f"{self.stem} {self.key}"
+
+    def record(self, study_dir: Path) -> Path:
+        from spikebench.attacks.runner import result_path
+
+        return result_path(run_dir(study_dir, self.key), self.attack, self.source, "linf", self.surrogate)
 
     def run(self, study_dir: Path) -> None:
         from spikebench.attacks.base import AttackOptions
         from spikebench.attacks.runner import attack_run
 
-        options = AttackOptions(**{k: v for k, v in (("steps", self.steps), ("queries", self.queries)) if v})
+        chosen = (("steps", self.steps), ("queries", self.queries), ("restarts", self.restarts))
+        options = AttackOptions(**{k: v for k, v in chosen if v})
         source = None if self.source_key is None else run_dir(study_dir, self.source_key)
-        # gradient-free attacks are compared with the study's own exact-gradient PGD record
-        attack_run(
+        # gradient-free attacks are compared with the study's own gradient attack records (the report's
+        # masking test), so no reference PGD here; the job runs only when its record is missing (force)
+        _, path = attack_run(
             run_dir(study_dir, self.key),
             self.attack,
             list(self.eps),
@@ -153,5 +165,10 @@ class AttackJob(Job):
             options=options,
             n=self.n,
             seed=0,
+            surrogate=self.surrogate,
+            sanity_eps=self.sanity_eps,
             reference=False,
+            force=True,
         )
+        if path != self.record(study_dir):  # the cache would never find it
+            raise RuntimeError(f"attack record written to {path}, expected {self.record(study_dir)}")
