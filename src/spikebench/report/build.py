@@ -7,6 +7,16 @@ import os
 import tempfile
 from pathlib import Path
 
+from spikebench.attacks.evidence import (
+    CONVERGENCE_TOL,
+    MASKING_ALPHA,
+    SANITY_MAX_ACCURACY,
+    MaskingTest,
+    holm,
+    masking_test,
+    still_improving,
+    worst_case,
+)
 from spikebench.report import plots
 from spikebench.report.document import Block, Heading, Image, Para, Table, to_html, to_markdown
 from spikebench.report.efficiency import efficiency_section
@@ -15,6 +25,7 @@ from spikebench.report.verdicts import Verdict, c1_similarity, c2_tradeoff, c3_r
 
 ATTACK_COLUMNS = [
     "pgd-exact",
+    "apgd-exact",
     "pgd-rule",
     "pgd-transfer",
     "fgsm-exact",
@@ -162,7 +173,13 @@ def recurrence_section(runs: list[RunRecord], out: Path) -> list[Block]:
             rows,
         )
     )
-    blocks.append(Para("Attack columns are accuracies averaged over the eps sweep."))
+    blocks.append(
+        Para(
+            "Attack columns are accuracies averaged over the eps sweep; PGD keeps the best iterate over its "
+            "restarts."
+        )
+    )
+    blocks += attack_checks(runs)
     for attack in ("pgd-exact", "square"):
         png = plots.robustness_curves(runs, attack, out / f"recurrence-{attack}.png")
         if png:
@@ -175,9 +192,153 @@ def _mean_curve(r: RunRecord, attack: str) -> float | None:
     return sum(c.values()) / len(c) if c else None
 
 
+GRADIENT_FREE = ("square", "nes", "spsa")
+
+
+def exact_gradient_stems(r: RunRecord) -> list[str]:
+    """The run's records of gradient attacks on its own exact gradients (PGD, APGD, FGSM, and the
+    surrogate sweep): what the per-sample gradient worst case is taken over."""
+    return sorted(
+        stem
+        for stem, rep in r.attacks.items()
+        if rep.get("kind") == "gradient" and rep.get("grad_source") == "exact" and rep.get("norm") == "linf"
+    )
+
+
+def masking_tests(runs: list[RunRecord]) -> list[tuple[str, str, MaskingTest]]:
+    """Per rule and gradient-free attack: the sign test of :func:`spikebench.attacks.evidence.masking_test`
+    of that attack against the per-sample worst case of the exact-gradient attacks, pooled over the
+    rule's runs and the eps both cover (same samples in the same order)."""
+    tests = []
+    for rule, rs in _by_rule(runs):
+        for free in GRADIENT_FREE:
+            grad_bits, free_bits = [], []
+            for r in sorted(rs, key=lambda r: r.key):
+                report = r.attacks.get(free)
+                stems = exact_gradient_stems(r)
+                if not report or not stems:
+                    continue
+                for row in report.get("records", []):
+                    if row.get("sanity") or not isinstance(row.get("correct"), str):
+                        continue
+                    try:
+                        g = worst_case({s: r.attacks[s] for s in stems}, float(row["eps"]))
+                    except ValueError:  # no per-sample gradient records at this eps, or other samples
+                        continue
+                    if len(g) == len(row["correct"]):
+                        grad_bits.append(g)
+                        free_bits.append(row["correct"])
+            if grad_bits:
+                tests.append((rule, free, masking_test("".join(grad_bits), "".join(free_bits))))
+    return tests
+
+
+def attack_checks(runs: list[RunRecord]) -> list[Block]:
+    """Whether the attacks did their job: convergence of the iterative gradient attacks and the sanity
+    records (a large eps where no accuracy should remain)."""
+    still, failed, sane = [], [], 0
+    for r in sorted((r for r in runs if r.ok), key=lambda r: (r.rule, r.recurrent, r.seed)):
+        for stem, report in sorted(r.attacks.items()):
+            for row in report.get("records", []):
+                if row.get("sanity"):
+                    if float(row["accuracy"]) > SANITY_MAX_ACCURACY:
+                        failed.append(
+                            f"{r.label} seed {r.seed} ({stem}: {float(row['accuracy']):.3f} at eps {row['eps']:g})"
+                        )
+                    else:
+                        sane += 1
+                elif still_improving(row.get("convergence")):
+                    conv = row["convergence"]
+                    last = sorted(conv, key=int)[-2:]
+                    still.append(
+                        f"{r.label} seed {r.seed} ({stem}, eps {row['eps']:g}: "
+                        f"{float(conv[last[0]]):.3f} after {last[0]} steps, {float(conv[last[1]]):.3f} after {last[1]})"
+                    )
+    blocks: list[Block] = []
+    if still:
+        blocks.append(
+            Para(
+                f"Still improving (accuracy fell by more than {CONVERGENCE_TOL} between the last two "
+                "checkpoints, so a larger budget would likely lower it): " + "; ".join(still) + "."
+            )
+        )
+    elif any(
+        row.get("convergence") for r in runs for rep in r.attacks.values() for row in rep.get("records", [])
+    ):
+        blocks.append(
+            Para(
+                f"Every iterative gradient attack converged: accuracy changed by at most {CONVERGENCE_TOL} "
+                "between its last two checkpoints."
+            )
+        )
+    if failed:
+        blocks.append(
+            Para(
+                f"Sanity check failed (accuracy above {SANITY_MAX_ACCURACY} at the large sanity eps, where an "
+                "attack that works leaves about none): " + "; ".join(failed) + "."
+            )
+        )
+    elif sane:
+        blocks.append(
+            Para(
+                f"Sanity check passed on all {sane} sanity records (accuracy at most {SANITY_MAX_ACCURACY})."
+            )
+        )
+    return blocks
+
+
+def masking_blocks(runs: list[RunRecord]) -> list[Block]:
+    tests = masking_tests(runs)
+    if not tests:
+        return []
+    adjusted = holm([t.p for _, _, t in tests])
+    rows = [
+        [
+            rule,
+            free,
+            str(t.free_only),
+            str(t.gradient_only),
+            f"{t.p:.3g}",
+            f"{p_holm:.3g}",
+            "**yes**" if p_holm < MASKING_ALPHA else "no",
+        ]
+        for (rule, free, t), p_holm in zip(tests, adjusted, strict=True)
+    ]
+    flagged = [
+        f"{rule} ({free})" for (rule, free, _), p in zip(tests, adjusted, strict=True) if p < MASKING_ALPHA
+    ]
+    return [
+        Heading("Gradient masking test", 3),
+        Table(
+            [
+                "rule",
+                "gradient-free attack",
+                "broken only by it",
+                "broken only by gradients",
+                "p",
+                "p (Holm)",
+                "masking",
+            ],
+            rows,
+        ),
+        Para(
+            "Exact one-sided sign test on the samples where the gradient-free attack and the per-sample worst "
+            "case of the exact-gradient attacks (PGD, APGD, FGSM, surrogate sweep) disagree, pooled over seeds "
+            f"and eps; masking when the gradient-free attack is stronger at level {MASKING_ALPHA} after Holm's "
+            "correction over the rows. "
+            + (
+                "Possible gradient masking: " + ", ".join(flagged) + "."
+                if flagged
+                else "No masking detected."
+            )
+        ),
+    ]
+
+
 def attacks_section(runs: list[RunRecord], backdoor: list[RunRecord], out: Path) -> list[Block]:
     blocks: list[Block] = [Heading("C4: gradient-based and gradient-free attacks")]
-    present = [a for a in ATTACK_COLUMNS if any(r.attack_curve(a) for r in runs)]
+    sweep = sorted({s for r in runs for s in r.attacks if "@" in s})
+    present = [a for a in [*ATTACK_COLUMNS, *sweep] if any(r.attack_curve(a) for r in runs)]
     rows = []
     for name, rs in _by_rule(runs):
         rows.append(
@@ -194,15 +355,8 @@ def attacks_section(runs: list[RunRecord], backdoor: list[RunRecord], out: Path)
             "as the gradient, `-transfer` examples crafted on the bptt run of the same seed."
         )
     )
-    masked = [f"{n}" for n, rs in _by_rule(runs) if _gradient_masking(rs)]
-    if masked:
-        blocks.append(
-            Para(
-                "Possible gradient masking (a gradient-free attack beat exact-gradient PGD): "
-                + ", ".join(masked)
-                + "."
-            )
-        )
+    blocks += attack_checks(runs)
+    blocks += masking_blocks(runs)
     png = plots.attack_bars(runs, present, out / "attacks.png")
     if png:
         blocks.append(Image(png, "accuracy under attack"))
@@ -220,16 +374,6 @@ def attacks_section(runs: list[RunRecord], backdoor: list[RunRecord], out: Path)
         blocks.append(Heading("Backdoor poisoning", 3))
         blocks.append(Table(["rule", "clean accuracy", "attack success rate"], bd_rows))
     return blocks
-
-
-def _gradient_masking(rs: list[RunRecord]) -> bool:
-    for r in rs:
-        pgd = r.attack_curve("pgd-exact")
-        for free in ("square", "nes", "spsa"):
-            curve = r.attack_curve(free)
-            if any(e in pgd and acc < pgd[e] - 1e-9 for e, acc in curve.items()):
-                return True
-    return False
 
 
 def build_blocks(records: StudyRecords, out: Path) -> tuple[list[Block], list[Verdict]]:
