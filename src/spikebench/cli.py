@@ -417,6 +417,49 @@ def _registries() -> dict[str, Any]:
     }
 
 
+def _ls_rules(reg, as_json: bool) -> None:
+    """The rules from least to most local: declared properties, derived rank, paper and deviations."""
+    rows = sorted(((n, reg.get(n)) for n in reg), key=lambda r: (r[1].locality.rank, r[0]))
+    if as_json:
+        _print_json(
+            [
+                {
+                    "name": n,
+                    "description": reg.describe(n),
+                    **cls.locality.as_dict(),
+                    "archs": list(cls.archs),
+                    "paper": cls.paper,
+                    "deviations": list(cls.deviations),
+                }
+                for n, cls in rows
+            ]
+        )
+        return
+    header = ("rule", "rank", "spatial", "temporal", "weight transport", "memory", "model.arch")
+    table = [header] + [
+        (
+            n,
+            str(cls.locality.rank),
+            cls.locality.spatial.value,
+            cls.locality.temporal.value,
+            "yes" if cls.locality.weight_transport else "no",
+            cls.locality.memory.value,
+            ", ".join(cls.archs),
+        )
+        for n, cls in rows
+    ]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print()
+    print("rank = temporal (full 0, truncated 1, online 2) + 1 if a layer's error bypasses the layers above")
+    print("       + 1 without weight transport (eprop with rule.feedback=random: no weight transport, rank 4)")
+    for n, cls in rows:
+        print(f"\n{n}: {cls.paper}")
+        for d in cls.deviations or ("no deviation from the paper",):
+            print(f"  - {d}")
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     regs = _registries()
     if args.kind not in regs:
@@ -427,24 +470,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         raise CLIError(f"unknown kind {args.kind!r}{hint}; valid: {', '.join(regs)}")
     reg = regs[args.kind]
     if args.kind == "rules":
-        rows = [(n, reg.get(n).locality, reg.get(n).archs) for n in reg]
-        rows.sort(key=lambda r: r[1].rank)
-        if args.json:
-            _print_json(
-                [
-                    {"name": n, "description": reg.describe(n), **vars(loc), "archs": list(archs)}
-                    for n, loc, archs in rows
-                ]
-            )
-            return 0
-        header = ("rule", "spatial credit", "temporal credit", "weight transport", "memory", "model.arch")
-        table = [header] + [
-            (n, loc.spatial, loc.temporal, loc.weight_transport, loc.memory, ", ".join(archs))
-            for n, loc, archs in rows
-        ]
-        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-        for row in table:
-            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        _ls_rules(reg, args.json)
         return 0
     if args.json:
         _print_json([{"name": n, "description": reg.describe(n)} for n in reg])

@@ -118,7 +118,8 @@ class RuleConfig:
     window|sequence, ``ottt``: step|sequence, ...; null = the rule's default). ``feedback``:
     symmetric|random feedback for ``fa`` and ``eprop`` (null = the rule's default). ``trace``:
     what ``dfa`` multiplies its error with, none (the presynaptic input at t) | presynaptic (a trace of
-    it decaying with the membrane's alpha); null = the rule's default.
+    it decaying with the membrane's alpha); null = the rule's default. ``local_loss``: the
+    loss of ``decolle``'s local readouts, mse (the paper's, default) | ce (cross-entropy).
     """
 
     name: str = "bptt"
@@ -126,6 +127,7 @@ class RuleConfig:
     update: str | None = None
     feedback: str | None = None
     trace: str | None = None
+    local_loss: str | None = None
 
     def __post_init__(self) -> None:
         _check(self.k > 0, f"rule.k must be positive, got {self.k}")

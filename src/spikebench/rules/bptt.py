@@ -13,7 +13,17 @@ from torch import Tensor
 
 from spikebench.data.encoders import Encoding
 from spikebench.nn.network import Network
-from spikebench.rules.base import RULES, Apply, BatchResult, LearningRule, Locality, sequence_loss
+from spikebench.rules.base import (
+    RULES,
+    Apply,
+    BatchResult,
+    LearningRule,
+    Locality,
+    Memory,
+    Spatial,
+    Temporal,
+    sequence_loss,
+)
 
 
 @RULES.register("bptt")
@@ -21,13 +31,8 @@ class BPTT(LearningRule):
     """Backpropagation through time: exact credit assignment in space and time."""
 
     name = "bptt"
-    locality = Locality(
-        spatial="exact backprop through layers",
-        temporal="full unroll",
-        weight_transport="yes",
-        memory="O(T)",
-        rank=0,
-    )
+    locality = Locality(Spatial.EXACT, Temporal.FULL, weight_transport=True, memory=Memory.T)
+    paper = "Werbos (1990), Backpropagation through time; surrogate gradients: Neftci, Mostafa & Zenke (2019)"
     archs = ("mlp", "conv")
 
     def train_batch(

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from spikebench.config import RuleConfig
 from spikebench.nn.network import Network
-from spikebench.rules.base import RULES, Locality, choose
+from spikebench.rules.base import RULES, Locality, Memory, Spatial, Temporal, choose
 from spikebench.rules.online import StepView, TracedRule, feedback_matrices
 
 TRACES = ("none", "presynaptic")
@@ -43,12 +43,12 @@ class DFA(TracedRule):
     """
 
     name = "dfa"
-    locality = Locality(
-        spatial="output error projected directly by fixed random matrices",
-        temporal="online, per step",
-        weight_transport="no",
-        memory="O(1)",
-        rank=5,
+    locality = Locality(Spatial.DIRECT_FEEDBACK, Temporal.ONLINE, weight_transport=False, memory=Memory.ONE)
+    paper = "Nøkland (2016), Direct feedback alignment provides learning in deep neural networks, NeurIPS"
+    deviations = (
+        "the paper's rule is for feed-forward networks without time; applying it at every step with the "
+        "per-step error, and the presynaptic traces of rule.trace, is this project's",
+        "the per-step loss is that of the leaky readout y[t] = kappa y[t-1] + W_out z[t] + b_out (the paper's output is instantaneous); the readout's own weights get the exact gradient through their trace, but a hidden layer at step t is credited only through y[t], the leak's effect on later steps' losses is ignored",
     )
     archs = ("mlp", "conv")
     options: ClassVar[tuple[str, ...]] = ("update", "trace")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 import torch
@@ -9,7 +10,7 @@ from torch import Tensor
 
 from spikebench.config import RuleConfig
 from spikebench.nn.network import Network
-from spikebench.rules.base import RULES, Locality, choose
+from spikebench.rules.base import RULES, Locality, Memory, Spatial, Temporal, choose
 from spikebench.rules.online import OnlineRule, StepView, add_grad, anticausal, feedback_matrices
 
 FEEDBACKS = ("symmetric", "random")
@@ -151,12 +152,17 @@ class EProp(OnlineRule):
     """
 
     name = "eprop"
-    locality = Locality(
-        spatial="output error broadcast to every layer, symmetric or random feedback",
-        temporal="online eligibility traces",
-        weight_transport="symmetric: yes; random: no",
-        memory="O(1)",
-        rank=4,
+    locality = Locality(Spatial.BROADCAST, Temporal.ONLINE, weight_transport=True, memory=Memory.ONE)
+    paper = (
+        "Bellec, Scherr, Subramoney, Hajek, Salaj, Legenstein & Maass (2020), A solution to the learning "
+        "dilemma for recurrent networks of spiking neurons, Nat. Commun."
+    )
+    deviations = (
+        "the paper defines e-prop for one recurrent layer under a readout; the extension to several layers "
+        "(a lower layer's learning signal sent down through the transposed forward weights, or its own random "
+        "matrix) is this project's",
+        "LIF neurons only (no adaptive ALIF neurons) and no firing-rate regularisation",
+        "the readout leak is credited as in the paper: the eligibility traces are filtered by kappa",
     )
     options: ClassVar[tuple[str, ...]] = ("update", "feedback")
     default_feedback: ClassVar[str] = "symmetric"
@@ -172,6 +178,12 @@ class EProp(OnlineRule):
     def check_config(cls, cfg: RuleConfig) -> None:
         choose(cfg.feedback, FEEDBACKS, cls.default_feedback, "rule.feedback", cls.name)
         super().check_config(cfg)
+
+    @classmethod
+    def locality_for(cls, cfg: RuleConfig) -> Locality:
+        """Random feedback has no weight transport (rank 4); symmetric feedback has (rank 3)."""
+        feedback = choose(cfg.feedback, FEEDBACKS, cls.default_feedback, "rule.feedback", cls.name)
+        return replace(cls.locality, weight_transport=feedback == "symmetric")
 
     def signal_decay(self, net: Network) -> float:
         return net.readout.kappa

@@ -37,7 +37,18 @@ from spikebench.config import RuleConfig
 from spikebench.data.encoders import Encoding
 from spikebench.nn.conv import SpikingConv
 from spikebench.nn.network import LayerFeedback, Network, NetworkFeedback
-from spikebench.rules.base import RULES, Apply, BatchResult, LearningRule, Locality, choose, sequence_loss
+from spikebench.rules.base import (
+    RULES,
+    Apply,
+    BatchResult,
+    LearningRule,
+    Locality,
+    Memory,
+    Spatial,
+    Temporal,
+    choose,
+    sequence_loss,
+)
 
 FEEDBACKS = ("random", "symmetric")
 
@@ -55,12 +66,14 @@ class FeedbackAlignment(LearningRule):
     """Feedback alignment: BPTT with fixed random feedback matrices in place of transposed weights."""
 
     name = "fa"
-    locality = Locality(
-        spatial="fixed random feedback, layer by layer",
-        temporal="full unroll",
-        weight_transport="no",
-        memory="O(T)",
-        rank=2,
+    locality = Locality(Spatial.FEEDBACK_ALIGNMENT, Temporal.FULL, weight_transport=False, memory=Memory.T)
+    paper = (
+        "Lillicrap, Cownden, Tweed & Akerman (2016), Random synaptic feedback weights support error "
+        "backpropagation for deep learning, Nat. Commun."
+    )
+    deviations = (
+        "the paper's rule is for feed-forward networks; unrolling it through time, with random matrices also "
+        "in place of the recurrent weights and convolution kernels, is this project's",
     )
     archs = ("mlp", "conv")
 

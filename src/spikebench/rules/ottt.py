@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from spikebench.nn.network import Network
-from spikebench.rules.base import RULES, Locality
+from spikebench.rules.base import RULES, Locality, Memory, Spatial, Temporal
 from spikebench.rules.online import StepView, TracedRule, input_grad, spike_grad
 
 
@@ -41,12 +41,13 @@ class OTTT(TracedRule):
     """
 
     name = "ottt"
-    locality = Locality(
-        spatial="exact backprop at each step",
-        temporal="online, presynaptic traces",
-        weight_transport="yes",
-        memory="O(1)",
-        rank=3,
+    locality = Locality(Spatial.EXACT, Temporal.ONLINE, weight_transport=True, memory=Memory.ONE)
+    paper = "Xiao, Meng, Zhang, He & Lin (2022), Online Training Through Time for Spiking Neural Networks, NeurIPS"
+    deviations = (
+        "the per-step loss is that of the leaky readout y[t] = kappa y[t-1] + W_out z[t] + b_out (the paper's output is instantaneous); the readout's own weights get the exact gradient through their trace, but a hidden layer at step t is credited only through y[t], the leak's effect on later steps' losses is ignored",
+        "rule.update=step (OTTT_O) applies the optimiser after every step to the gradient of L[t] = CE(y[t])/T "
+        "at train.lr; with Adam every step moves the weights by about train.lr whatever "
+        "the gradient's scale, so a sequence moves them about T times as far as with rule.update=sequence",
     )
     archs = ("mlp", "conv")
 

@@ -20,7 +20,18 @@ from torch import Tensor
 from spikebench.config import RuleConfig
 from spikebench.data.encoders import Encoding
 from spikebench.nn.network import Network
-from spikebench.rules.base import RULES, Apply, BatchResult, LearningRule, Locality, choose, sequence_loss
+from spikebench.rules.base import (
+    RULES,
+    Apply,
+    BatchResult,
+    LearningRule,
+    Locality,
+    Memory,
+    Spatial,
+    Temporal,
+    choose,
+    sequence_loss,
+)
 
 UPDATES = ("sequence", "window")
 
@@ -30,12 +41,11 @@ class TBPTT(LearningRule):
     """Truncated BPTT: exact backprop within windows of rule.k steps, state detached between them."""
 
     name = "tbptt"
-    locality = Locality(
-        spatial="exact backprop",
-        temporal="truncated windows of k steps",
-        weight_transport="yes",
-        memory="O(k)",
-        rank=1,
+    locality = Locality(Spatial.EXACT, Temporal.TRUNCATED, weight_transport=True, memory=Memory.K)
+    paper = "Williams & Peng (1990), An efficient gradient-based algorithm for on-line training of recurrent networks"
+    deviations = (
+        "each window is trained on the decision of the readout averaged over that window, weighted by the "
+        "window's share of the sequence (with k >= T: exactly bptt's loss)",
     )
     archs = ("mlp", "conv")
 

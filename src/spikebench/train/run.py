@@ -136,13 +136,9 @@ def summary_record(
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "git_revision": git_revision(),
-        "locality": {
-            "spatial": built.rule.locality.spatial,
-            "temporal": built.rule.locality.temporal,
-            "weight_transport": built.rule.locality.weight_transport,
-            "memory": built.rule.locality.memory,
-            "rank": built.rule.locality.rank,
-        },
+        "locality": type(built.rule).locality_for(cfg.rule).as_dict(),
+        "paper": built.rule.paper,
+        "deviations": list(built.rule.deviations),
     }
 
 
