@@ -453,7 +453,9 @@ def _ls_rules(reg, as_json: bool) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     print()
     print("rank = temporal (full 0, truncated 1, online 2) + 1 if a layer's error bypasses the layers above")
-    print("       + 1 without weight transport (eprop with rule.feedback=random: no weight transport, rank 4)")
+    print(
+        "       + 1 without weight transport (eprop with rule.feedback=random: no weight transport, rank 4)"
+    )
     for n, cls in rows:
         print(f"\n{n}: {cls.paper}")
         for d in cls.deviations or ("no deviation from the paper",):

@@ -13,6 +13,7 @@ from spikebench.data.encoders import Direct, Encoding
 from spikebench.dynamics import LIFParams
 from spikebench.nn import Network
 from spikebench.rules import RULES, LearningRule
+from spikebench.rules.base import OPTIONS, Locality, Memory, Spatial, Temporal
 from spikebench.train.loop import fit
 
 ALL = [(name, rec) for name in RULES.names() for rec in (False, True)]
@@ -69,8 +70,10 @@ def test_trains_and_lowers_the_loss(name, recurrent):
 def test_metadata_and_state_round_trip(name):
     cls = RULES.get(name)
     loc = cls.locality
-    assert loc.spatial and loc.temporal and loc.weight_transport and loc.memory
-    assert cls.online == (loc.memory == "O(1)")
+    assert isinstance(loc.spatial, Spatial) and isinstance(loc.temporal, Temporal)
+    assert isinstance(loc.weight_transport, bool) and isinstance(loc.memory, Memory)
+    assert cls.online == (loc.temporal == Temporal.ONLINE) == (loc.memory == Memory.ONE)
+    assert cls.paper and all(isinstance(d, str) and d for d in cls.deviations)
     assert "mlp" in cls.archs
     net, rule = build(name, True)
     state = rule.state_dict()
@@ -84,11 +87,25 @@ def test_metadata_and_state_round_trip(name):
 def test_rejects_bad_options(name):
     cls = RULES.get(name)
     cls.check_config(RuleConfig(name=name))
-    for key in ("update", "feedback"):
+    for key in OPTIONS:
         with pytest.raises(ConfigError, match=f"rule.{key}"):
             cls.check_config(RuleConfig(name=name, **{key: "no-such-option"}))
 
 
-def test_locality_ranks_are_distinct():
-    ranks = [RULES.get(n).locality.rank for n in RULES.names()]
-    assert len(set(ranks)) == len(ranks)
+def test_locality_rank_is_derived_from_the_declared_properties():
+    ranks = {n: RULES.get(n).locality.rank for n in RULES.names()}
+    assert ranks == {"bptt": 0, "tbptt": 1, "fa": 1, "ottt": 2, "eprop": 3, "dfa": 4, "decolle": 4}
+    eprop = RULES.get("eprop")
+    assert eprop.locality_for(RuleConfig(name="eprop")) == eprop.locality
+    random = eprop.locality_for(RuleConfig(name="eprop", feedback="random"))
+    assert random.weight_transport is False and random.rank == 4
+    loc = Locality(Spatial.EXACT, Temporal.ONLINE, weight_transport=True, memory=Memory.ONE)
+    assert loc.as_dict() == {
+        "spatial": "exact",
+        "temporal": "online",
+        "weight_transport": True,
+        "memory": "O(1)",
+        "rank": 2,
+    }
+    with pytest.raises(ValueError, match="memory O\\(T\\)"):
+        Locality(Spatial.EXACT, Temporal.FULL, weight_transport=True, memory=Memory.ONE)

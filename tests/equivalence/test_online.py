@@ -50,7 +50,8 @@ def traced_reference(name, rule, net, x_seq, labels):
     a block's ``x_hat`` a trace of its input maps) and, for the first layer, w.r.t. the input through its
     trace. Pooling is autograd's ``max_pool2d``. ottt backpropagates the instantaneous loss through the
     layers; dfa and decolle stop gradients between layers and credit each layer through
-    ``<B_l e[t], z_l[t]>`` / ``CE(G_l p_l[t]) / T`` (``p_l`` the layer's output, pooled for a block). The
+    ``<B_l e[t], z_l[t]>`` / the local loss of ``G_l p_l[t]`` (``p_l`` the layer's output, pooled for a
+    block; decolle's mean-squared error or, with ``local_loss=ce``, cross-entropy). The
     readout gets the gradient of the loss itself."""
     x_seq = x_seq.detach().requires_grad_(True)
     T = x_seq.shape[0]
@@ -107,9 +108,14 @@ def traced_reference(name, rule, net, x_seq, labels):
             e = torch.autograd.grad(F.cross_entropy(y_var, labels) / T, y_var)[0]
             for i, z in enumerate(zs):
                 objective = objective + (z * (e @ rule.fixed[f"feedback.{i}"].T)).sum()
-        else:
+        elif rule.local_loss == "ce":
             for i, out in enumerate(outs):
                 objective = objective + F.cross_entropy(out @ rule.fixed[f"readout.{i}"].T, labels) / T
+        else:  # the paper's local loss: 1/(2 B T) sum_b ||G_l p_l[t] - onehot||^2
+            onehot = F.one_hot(labels, net.n_classes).to(x_seq.dtype)
+            for i, out in enumerate(outs):
+                r = out @ rule.fixed[f"readout.{i}"].T
+                objective = objective + ((r - onehot) ** 2).sum() / (2 * B * T)
         top.append(zs[-1].detach())
         state = NetState(new, y)
     hidden = [(n, p) for n, p in net.named_parameters() if not n.startswith("readout.")]
@@ -123,7 +129,13 @@ def traced_reference(name, rule, net, x_seq, labels):
     return ref, grads[0]
 
 
-TRACED = [("ottt", {}), ("decolle", {}), ("dfa", {"trace": "none"}), ("dfa", {"trace": "presynaptic"})]
+TRACED = [
+    ("ottt", {}),
+    ("decolle", {}),
+    ("decolle", {"local_loss": "ce"}),
+    ("dfa", {"trace": "none"}),
+    ("dfa", {"trace": "presynaptic"}),
+]
 
 
 @pytest.mark.parametrize("name,opts", TRACED)

@@ -43,7 +43,13 @@ def conv_batch(in_shape, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(3, *in_shape, generator=g, dtype=torch.float64) * 1.5, torch.tensor([0, 2, 1])
 
 
-TRACED = [("ottt", {}), ("decolle", {}), ("dfa", {"trace": "none"}), ("dfa", {"trace": "presynaptic"})]
+TRACED = [
+    ("ottt", {}),
+    ("decolle", {}),
+    ("decolle", {"local_loss": "ce"}),
+    ("dfa", {"trace": "none"}),
+    ("dfa", {"trace": "presynaptic"}),
+]
 
 
 @pytest.mark.parametrize("name,opts", TRACED)

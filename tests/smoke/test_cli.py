@@ -138,10 +138,23 @@ def test_eval_of_non_run_dir(tmp_path, capsys):
 
 def test_ls_and_data(fake_data, capsys):
     assert main(["ls", "rules"]) == 0
-    assert "bptt" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "bptt" in out and "layer-local" in out and "Bellec" in out
+    assert "extension to several layers" in out  # e-prop's multi-layer form is named as the project's
     assert main(["ls", "rules", "--json"]) == 0
-    archs = {r["name"]: r["archs"] for r in json.loads(capsys.readouterr().out)}
-    assert archs["bptt"] == ["mlp", "conv"] and archs["eprop"] == ["mlp"]
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["bptt"]["archs"] == ["mlp", "conv"] and rows["eprop"]["archs"] == ["mlp"]
+    assert {n: r["rank"] for n, r in rows.items()} == {
+        "bptt": 0,
+        "tbptt": 1,
+        "fa": 1,
+        "ottt": 2,
+        "eprop": 3,
+        "dfa": 4,
+        "decolle": 4,
+    }
+    assert rows["dfa"]["weight_transport"] is False and rows["dfa"]["temporal"] == "online"
+    assert rows["decolle"]["deviations"] and rows["decolle"]["paper"].startswith("Kaiser")
     for kind in ("datasets", "encoders", "surrogates"):
         assert main(["ls", kind]) == 0
         assert capsys.readouterr().out.strip()

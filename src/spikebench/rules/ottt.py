@@ -47,7 +47,8 @@ class OTTT(TracedRule):
         "the per-step loss is that of the leaky readout y[t] = kappa y[t-1] + W_out z[t] + b_out (the paper's output is instantaneous); the readout's own weights get the exact gradient through their trace, but a hidden layer at step t is credited only through y[t], the leak's effect on later steps' losses is ignored",
         "rule.update=step (OTTT_O) applies the optimiser after every step to the gradient of L[t] = CE(y[t])/T "
         "at train.lr; with Adam every step moves the weights by about train.lr whatever "
-        "the gradient's scale, so a sequence moves them about T times as far as with rule.update=sequence",
+        "the gradient's scale, so a sequence moves them about T times as far as with rule.update=sequence "
+        "(train.lr / T gives a comparable effective learning rate; README: measured)",
     )
     archs = ("mlp", "conv")
 
