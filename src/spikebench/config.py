@@ -328,6 +328,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = str(getattr(exc, "problem", "") or "")
+        if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in problem:
+            tag = problem.split("'")[1] if problem.count("'") >= 2 else "?"
+            tag = tag.replace("tag:yaml.org,2002:", "!!")
+            raise ConfigError(f"unsafe YAML tag {tag} in {p}{where}: a config holds plain data only") from exc
         raise ConfigError(f"malformed YAML in {p}{where}") from exc
     if data is None:
         return {}

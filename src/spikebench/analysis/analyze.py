@@ -17,8 +17,6 @@ Records carry ``"schema": 1`` and list the runs they come from (path, label, rul
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from spikebench.analysis.cka import Kernel, cka_matrix
 from spikebench.analysis.errors import AnalysisError
 from spikebench.analysis.probes import ProbeRecord, load_probes
 from spikebench.config import Config
+from spikebench.io import atomic_save_fig
 from spikebench.registry import Registry
 from spikebench.train.run import load_run, read_config, write_json
 
@@ -408,14 +407,7 @@ def write_output(output: AnalysisOutput, out_dir: Path) -> list[Path]:
         raise AnalysisError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
     written = []
     for name, fig in output.figures.items():
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format="png", dpi=120)
-            os.replace(tmp, out_dir / name)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_save_fig(fig, out_dir / name, dpi=120)
         written.append(out_dir / name)
     path = out_dir / f"{output.name}.json"
     write_json(path, output.record)

@@ -31,8 +31,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,6 +45,7 @@ from spikebench.attacks.base import ATTACKS, AttackOptions, Target
 from spikebench.attacks.gradient import PGD
 from spikebench.attacks.threat import AttackError, Norm, ThreatModel
 from spikebench.dynamics import SURROGATES, make_surrogate
+from spikebench.io import atomic_save_fig
 from spikebench.train.run import Built, load_run, write_json
 from spikebench.train.seeding import generator
 
@@ -330,15 +329,7 @@ def save_plot(report: dict[str, Any], path: Path) -> None:
     ax.set_title(f"{report['rule']} on {report['dataset']} ({report['encoding']}), n={report['n']}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_save_fig(fig, path)
 
 
 def attack_run(

@@ -111,9 +111,51 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
-    """Load ``cfg.name`` and apply ``limit_train`` / ``limit_test`` (first N samples)."""
-    ds = dataset_spec(cfg.name)(cfg)
+    """Load ``cfg.name``, check what the loader returned (:func:`check_dataset`), and apply
+    ``limit_train`` / ``limit_test`` (first N samples)."""
+    spec = dataset_spec(cfg.name)
+    ds = check_dataset(cfg.name, spec(cfg), spec)
     return dataclasses.replace(ds, train=ds.train.head(cfg.limit_train), test=ds.test.head(cfg.limit_test))
+
+
+def check_dataset(name: str, ds: object, spec: DatasetSpec | None = None) -> Dataset:
+    """What a loader must return: a :class:`Dataset` whose splits hold float32 ``x`` and int64 ``y`` with
+    one label per sample, in ``[0, n_classes)``, the same sample shape in both splits, and finite
+    inputs; a sequence dataset's samples are [T, ...]. Raises :class:`DataError` naming the dataset."""
+
+    def fail(what: str) -> DataError:
+        return DataError(f"dataset {name!r}: the loader returned {what}")
+
+    if not isinstance(ds, Dataset):
+        raise fail(f"a {type(ds).__name__}, not a Dataset")
+    if not isinstance(ds.n_classes, int) or isinstance(ds.n_classes, bool) or ds.n_classes < 2:
+        raise fail(f"n_classes={ds.n_classes!r} (needs an int >= 2)")
+    sequential = spec.sequential if spec is not None else ds.sequential
+    if ds.sequential != sequential:
+        raise fail(f"sequential={ds.sequential}, but the dataset is registered with sequential={sequential}")
+    shapes = []
+    for split_name in ("train", "test"):
+        split = getattr(ds, split_name)
+        x, y = getattr(split, "x", None), getattr(split, "y", None)
+        if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+            raise fail(f"a {split_name} split without tensors x and y")
+        if x.dtype != torch.float32:
+            raise fail(f"{split_name} inputs of dtype {x.dtype} (expected torch.float32)")
+        if y.dtype != torch.int64:
+            raise fail(f"{split_name} labels of dtype {y.dtype} (expected torch.int64)")
+        if y.ndim != 1 or x.ndim < (3 if sequential else 2) or x.shape[0] != y.shape[0]:
+            raise fail(f"{split_name} shapes x {tuple(x.shape)}, y {tuple(y.shape)} (one label per sample)")
+        if len(y) == 0:
+            raise fail(f"an empty {split_name} split")
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= ds.n_classes:
+            raise fail(f"{split_name} labels in [{lo}, {hi}], outside [0, {ds.n_classes - 1}]")
+        if not bool(torch.isfinite(x).all()):
+            raise fail(f"non-finite {split_name} inputs")
+        shapes.append(tuple(x.shape[1:]))
+    if shapes[0] != shapes[1]:
+        raise fail(f"train samples of shape {shapes[0]} but test samples of shape {shapes[1]}")
+    return ds
 
 
 def check_data_config(cfg: DataConfig) -> None:

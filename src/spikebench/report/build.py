@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from spikebench.attacks.evidence import (
@@ -17,6 +15,7 @@ from spikebench.attacks.evidence import (
     still_improving,
     worst_case,
 )
+from spikebench.io import atomic_write_text
 from spikebench.report import plots
 from spikebench.report.document import Block, Heading, Image, Para, Table, to_html, to_markdown
 from spikebench.report.efficiency import efficiency_section
@@ -440,10 +439,7 @@ def _claim_part(claim: str) -> set[str]:
 
 
 def _write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def build_report(study_dir: Path, formats: tuple[str, ...] = ("md", "html")) -> dict[str, Path]:

@@ -22,9 +22,33 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def _init_worker(threads: int) -> None:
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int | None = None) -> bool:
+    """Ask Linux to SIGKILL this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``), so that
+    workers never outlive a study killed by SIGKILL or the OOM killer; exits at once when the parent
+    ``parent`` is already gone. Returns False where the call is unavailable (not Linux)."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        ok = libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+    if parent is not None and os.getppid() != parent:  # the parent died before the call took effect
+        os._exit(1)
+    return ok
+
+
+def _init_worker(threads: int, parent: int | None = None) -> None:
     import torch
 
+    die_with_parent(parent)
     torch.set_num_threads(threads)
 
 
@@ -34,7 +58,9 @@ def _execute_with_threads(job: Job, study_dir: str, threads: int) -> Outcome:
 
 
 class Executor(ABC):
-    """Submit jobs, then wait for any one to finish."""
+    """Submit jobs, then wait for any one to finish. ``slots``: how many jobs run at once."""
+
+    slots: int = 1
 
     @abstractmethod
     def submit(self, job: Job, study_dir: str) -> Any: ...
@@ -52,8 +78,9 @@ class LocalExecutor(Executor):
     def __init__(self, workers: int) -> None:
         threads = max(1, default_workers() // workers)
         ctx = multiprocessing.get_context("spawn")
+        self.slots = workers
         self.pool = cf.ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, os.getpid())
         )
         self.pending: dict[cf.Future, Job] = {}
 
@@ -89,12 +116,18 @@ class RayExecutor(Executor):
         except ImportError as exc:
             raise SpikebenchError("--engine ray needs Ray: pip install 'spikebench[ray]'") from exc
         self.ray = ray
+        self.slots = workers
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if address:
-                ray.init(address=address, **kwargs)
-            else:
-                ray.init(num_cpus=workers, **kwargs)
+            try:
+                if address:
+                    ray.init(address=address, **kwargs)
+                else:
+                    ray.init(num_cpus=workers, **kwargs)
+            except Exception as exc:  # Ray raises many types (ConnectionError, RuntimeError, ...)
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                where = f" at {address}" if address else ""
+                raise SpikebenchError(f"cannot start Ray{where}: {first}") from exc
         self.remote = ray.remote(num_cpus=1)(_execute_with_threads)
         self.pending: dict[Any, Job] = {}
 

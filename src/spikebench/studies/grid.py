@@ -1,4 +1,5 @@
-"""Grids of runs: expansion of axes over a base config, and the run key (a hash of the resolved config).
+"""Grids of runs: expansion of axes over a base config, and the run key (a hash of the resolved config,
+the spikebench version and the source of any plugin component).
 
 Equal resolved configs share a key and therefore a run directory; any differing field changes it. Studies
 that share trained networks do so through these keys.
@@ -7,17 +8,56 @@ that share trained networks do so through these keys.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import spikebench
 from spikebench.config import Config, from_dict, to_dict, validate
 
 
+def plugin_sources(cfg: Config) -> dict[str, str]:
+    """``"kind:name" -> sha256`` of the source file of every component of ``cfg`` (rule, dataset,
+    encoder, surrogate) that is defined outside the spikebench package: a plugin whose code changes
+    changes the run key, so its old results are not reused."""
+    from spikebench.data import DATASETS, ENCODERS
+    from spikebench.dynamics import SURROGATES
+    from spikebench.io import sha256
+    from spikebench.rules import RULES
+
+    package = Path(spikebench.__file__).resolve().parent
+    out = {}
+    for kind, registry, name in (
+        ("rule", RULES, cfg.rule.name),
+        ("dataset", DATASETS, cfg.data.name),
+        ("encoder", ENCODERS, cfg.data.encoder),
+        ("surrogate", SURROGATES, cfg.model.surrogate),
+    ):
+        if name not in registry:
+            continue
+        obj = registry.get(name)
+        obj = getattr(obj, "load", obj)  # a DatasetSpec: its loader's module
+        module = inspect.getmodule(obj)
+        file = getattr(module, "__file__", None)
+        if file is None:
+            continue
+        path = Path(file).resolve()
+        if package not in path.parents:
+            out[f"{kind}:{name}"] = sha256(path)
+    return out
+
+
 def config_key(cfg: Config) -> str:
-    """A stable 16-hex-digit key of a resolved config (SHA-256 of its canonical JSON)."""
-    text = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    """A stable 16-hex-digit key of a run: SHA-256 of the canonical JSON of its resolved config, the
+    spikebench version and the source hashes of its plugin components (:func:`plugin_sources`)."""
+    what: dict[str, Any] = {"config": to_dict(cfg), "spikebench": spikebench.__version__}
+    plugins = plugin_sources(cfg)
+    if plugins:
+        what["plugins"] = plugins
+    text = json.dumps(what, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -1,9 +1,12 @@
 """Units of study work. Each job runs in a worker process (local pool or Ray), writes one record file,
-and is skipped when that record already exists: this is the run cache and what makes studies resumable.
+and is skipped when that record exists and passes :mod:`spikebench.studies.validate`: this is the run
+cache and what makes studies resumable. A record that exists but fails the checks is *corrupt*: the
+study names it and does the job again.
 """
 
 from __future__ import annotations
 
+import errno
 import time
 import traceback
 from abc import ABC, abstractmethod
@@ -51,6 +54,13 @@ class Job(ABC):
     @abstractmethod
     def run(self, study_dir: Path) -> None: ...
 
+    def problem(self, study_dir: Path) -> str | None:
+        """Why the record is not usable (``"missing"`` or a one-line reason), or None when it is."""
+        from spikebench.studies.validate import check_record
+
+        path = self.record(study_dir)
+        return "missing" if not path.exists() else check_record(path)
+
 
 @dataclass(frozen=True)
 class TrainJob(Job):
@@ -70,6 +80,12 @@ class TrainJob(Job):
     def record(self, study_dir: Path) -> Path:
         return run_dir(study_dir, self.key) / "summary.json"
 
+    def problem(self, study_dir: Path) -> str | None:
+        from spikebench.studies.validate import check_run
+
+        out = run_dir(study_dir, self.key)
+        return "missing" if not out.exists() else check_run(out, self.config)
+
     def run(self, study_dir: Path) -> None:
         from spikebench.train.run import train_run
 
@@ -77,34 +93,48 @@ class TrainJob(Job):
         failure = failure_path(study_dir, self.key)
         try:
             train_run(from_dict(self.config), out, force=True, resume=True)
-        except (SpikebenchError, RuntimeError, ValueError, FloatingPointError) as exc:
+        except (SpikebenchError, RuntimeError, ValueError, FloatingPointError, OSError, MemoryError) as exc:
             record = {
                 "key": self.key,
                 "status": "failed",
-                "reason": str(exc).splitlines()[0][:500],
+                "reason": error_line(exc, out),
                 "error_type": type(exc).__name__,
                 "epoch": getattr(exc, "epoch", None),
                 "config": self.config,
             }
             if not isinstance(exc, SpikebenchError):
                 record["traceback"] = traceback.format_exc()[-4000:]
-            write_json(failure, record)
+            try:
+                write_json(failure, record)
+            except OSError:  # e.g. the disk is full: the outcome still carries the reason
+                pass
             raise
         if failure.exists():
             failure.unlink()
 
 
+def error_line(exc: BaseException, where: Path | None = None) -> str:
+    """One line for a failed job: a full disk names the file (or the run folder) it could not write."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        target = exc.filename or where
+        return f"no space left on device writing {target}" if target else "no space left on device"
+    if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, SpikebenchError):
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return first[:500]
+
+
 def execute(job: Job, study_dir: str) -> Outcome:
-    """Run ``job`` unless its record exists; never raises (worker entry point)."""
+    """Run ``job`` unless its record exists and is valid; never raises (worker entry point)."""
     path = Path(study_dir)
-    if job.record(path).exists():
+    if job.problem(path) is None:
         return Outcome(job.id, "cached")
     t0 = time.perf_counter()
     try:
         job.run(path)
     except Exception as exc:  # a failed job is an outcome, not a crash of the study
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return Outcome(job.id, "failed", time.perf_counter() - t0, first[:500])
+        where = run_dir(path, job.key) if hasattr(job, "key") else path
+        return Outcome(job.id, "failed", time.perf_counter() - t0, error_line(exc, where))
     return Outcome(job.id, "done", time.perf_counter() - t0)
 
 

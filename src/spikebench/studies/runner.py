@@ -4,6 +4,7 @@ manifest. Rerunning the same command continues where an interrupted study stoppe
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,9 +16,11 @@ from spikebench.registry import SpikebenchError
 from spikebench.studies.executors import Executor, LocalExecutor, RayExecutor
 from spikebench.studies.grid import config_key
 from spikebench.studies.jobs import Job, Outcome, TrainJob
+from spikebench.studies.lock import LOCK_NAME, StudyLock
 from spikebench.train.run import write_json
 
 MANIFEST = "study.json"
+log = logging.getLogger("spikebench.study")
 
 
 class StudyError(SpikebenchError):
@@ -65,11 +68,14 @@ class Plan:
 
 
 class Progress:
-    """Hooks for a progress display over the jobs (the CLI draws it)."""
+    """Hooks for a progress display over the jobs (the CLI draws it). ``running`` counts jobs a worker
+    is executing, ``queued`` those submitted or waiting for the runs they need."""
 
     def start(self, total: int, cached: int) -> None: ...
 
     def update(self, outcome: Outcome, running: int, failed: int) -> None: ...
+
+    def queued(self, running: int, queued: int) -> None: ...
 
     def close(self) -> None: ...
 
@@ -82,38 +88,98 @@ def make_executor(engine: str, workers: int, address: str | None) -> Executor:
     return LocalExecutor(workers)
 
 
-def run_jobs(jobs: list[Job], study_dir: Path, executor: Executor, progress: Progress) -> list[Outcome]:
-    """Run ``jobs`` respecting their ``needs`` (train keys); records that exist are not redone."""
+def job_label(job: Job, runs: dict[str, Config] | None = None) -> str:
+    """What a person calls a job: ``train bptt rec seed 0`` or ``pgd-exact fa seed 1 (digits)``."""
+    key = getattr(job, "key", None)
+    cfg = (runs or {}).get(key) if key is not None else None
+    if cfg is None:
+        return job.id
+    what = "train" if isinstance(job, TrainJob) else job.id.split(" ", 1)[0]
+    rec = " rec" if cfg.model.recurrent else ""
+    return f"{what} {cfg.rule.name}{rec} seed {cfg.train.seed} ({cfg.data.name})"
+
+
+def quarantine(study_dir: Path, path: Path) -> Path:
+    """Move a corrupt record (file or run directory) to ``STUDY_DIR/corrupt/`` so that its job is done
+    again while the damaged copy stays available for inspection."""
+    dest_dir = study_dir / "corrupt"
+    dest_dir.mkdir(exist_ok=True)
+    stem = path.relative_to(study_dir).as_posix().replace("/", "__")
+    dest = dest_dir / f"{stem}.{time.strftime('%Y%m%d-%H%M%S')}"
+    n = 1
+    while dest.exists():
+        dest, n = dest_dir / f"{stem}.{time.strftime('%Y%m%d-%H%M%S')}-{n}", n + 1
+    path.rename(dest)
+    return dest
+
+
+def check_records(jobs: list[Job], study_dir: Path, labels: dict[str, str] | None = None) -> list[dict]:
+    """Verify every job's record; move corrupt ones aside (training runs first, whose attack records go
+    with them). Returns one ``{"job", "label", "reason", "moved_to"}`` per corrupt record."""
+    redone = []
+    for train_first in (True, False):
+        for job in jobs:
+            if isinstance(job, TrainJob) != train_first:
+                continue
+            problem = job.problem(study_dir)
+            if problem in (None, "missing"):
+                continue
+            path = job.record(study_dir)
+            target = path.parent if isinstance(job, TrainJob) else path
+            moved = quarantine(study_dir, target)
+            label = (labels or {}).get(job.id, job.id)
+            log.warning("%s: corrupt record (%s); moved to %s and done again", label, problem, moved)
+            redone.append({"job": job.id, "label": label, "reason": problem, "moved_to": str(moved)})
+    return redone
+
+
+def run_jobs(
+    jobs: list[Job],
+    study_dir: Path,
+    executor: Executor,
+    progress: Progress,
+    labels: dict[str, str] | None = None,
+) -> list[Outcome]:
+    """Run ``jobs`` respecting their ``needs`` (train keys); records that exist and are valid are not
+    redone (corrupt ones are moved aside first, :func:`check_records`)."""
+    labels = labels or {}
+    check_records(jobs, study_dir, labels)
     outcomes: list[Outcome] = []
-    trained = {j.key for j in jobs if isinstance(j, TrainJob) and j.record(study_dir).exists()}
+    trained = {j.key for j in jobs if isinstance(j, TrainJob) and j.problem(study_dir) is None}
     lost: set[str] = set()
     todo = []
     for job in jobs:
-        if job.record(study_dir).exists():
+        if job.problem(study_dir) is None:
             outcomes.append(Outcome(job.id, "cached"))
         else:
             todo.append(job)
     progress.start(len(jobs), len(outcomes))
-    running = 0
+    submitted = 0
     failed = 0
+    slots = max(1, getattr(executor, "slots", 1))
+
+    def counts() -> tuple[int, int]:
+        running = min(submitted, slots)
+        return running, submitted - running + len(todo)
 
     def release() -> None:
-        nonlocal running, failed
+        nonlocal submitted, failed
         for job in list(todo):
             if any(k in lost for k in job.needs):
                 todo.remove(job)
                 outcome = Outcome(job.id, "skipped", error="a run it needs failed")
                 outcomes.append(outcome)
-                progress.update(outcome, running, failed)
+                progress.update(outcome, counts()[0], failed)
             elif all(k in trained for k in job.needs):
                 todo.remove(job)
                 executor.submit(job, str(study_dir))
-                running += 1
+                submitted += 1
+        progress.queued(*counts())
 
     release()
-    while running:
+    while submitted:
         job, outcome = executor.wait_any()
-        running -= 1
+        submitted -= 1
         outcomes.append(outcome)
         if outcome.status in ("done", "cached") and isinstance(job, TrainJob):
             trained.add(job.key)
@@ -121,7 +187,7 @@ def run_jobs(jobs: list[Job], study_dir: Path, executor: Executor, progress: Pro
             failed += 1
             if isinstance(job, TrainJob):
                 lost.add(job.key)
-        progress.update(outcome, running, failed)
+        progress.update(outcome, counts()[0], failed)
         release()
     for job in todo:  # needs that no job of this study provides
         outcomes.append(Outcome(job.id, "skipped", error="its runs are not part of the study"))
@@ -145,7 +211,7 @@ def prepare_study_dir(study_dir: Path, plan: Plan) -> None:
                 f"{study_dir} holds another study ({old.get('study')}, {old.get('settings')}); "
                 "use another --out or the same options to resume it"
             )
-    elif study_dir.exists() and any(study_dir.iterdir()):
+    elif study_dir.exists() and any(p.name != LOCK_NAME for p in study_dir.iterdir()):
         raise StudyError(f"{study_dir} exists and is not a study directory; use another --out")
     (study_dir / "runs").mkdir(parents=True, exist_ok=True)
     write_json(path, manifest)
@@ -159,14 +225,29 @@ def execute_plan(
     workers: int = 1,
     address: str | None = None,
     progress: Progress | None = None,
+    lock: bool = True,
+    wait: bool = False,
 ) -> list[Outcome]:
     """Prepare ``study_dir`` and run every job of ``plan``; returns the outcomes (also in
-    ``outcomes.json``)."""
+    ``outcomes.json``). ``lock``: hold the directory's :class:`~spikebench.studies.lock.StudyLock`
+    meanwhile (``wait`` for it instead of refusing); pass False when the caller holds it."""
+    if lock:
+        with StudyLock(study_dir, wait=wait):
+            return execute_plan(
+                plan,
+                study_dir,
+                engine=engine,
+                workers=workers,
+                address=address,
+                progress=progress,
+                lock=False,
+            )
     prepare_study_dir(study_dir, plan)
     executor = make_executor(engine, workers, address)
+    labels = {job.id: job_label(job, plan.runs) for job in plan.all_jobs()}
     t0 = time.time()
     try:
-        outcomes = run_jobs(plan.all_jobs(), study_dir, executor, progress or Progress())
+        outcomes = run_jobs(plan.all_jobs(), study_dir, executor, progress or Progress(), labels)
     except BaseException:
         executor.close(cancel=True)
         raise
@@ -177,7 +258,7 @@ def execute_plan(
             "seconds": time.time() - t0,
             "engine": engine,
             "workers": workers,
-            "outcomes": [vars(o) for o in outcomes],
+            "outcomes": [{**vars(o), "label": labels.get(o.job, o.job)} for o in outcomes],
         },
     )
     return outcomes

@@ -16,7 +16,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,14 @@ from spikebench import components
 from spikebench.attacks.backdoor import evaluate_backdoor, poison_dataset
 from spikebench.config import Config, from_dict, load_yaml, to_dict, to_yaml, validate
 from spikebench.data import Dataset, load_dataset
+from spikebench.io import atomic_torch_save, atomic_write_json, file_hashes
 from spikebench.nn import Network
 from spikebench.registry import SpikebenchError
-from spikebench.rules import LearningRule
+from spikebench.rules import RULES, LearningRule
 from spikebench.train.efficiency import OpEnergy, run_record
 from spikebench.train.loop import EpochRecord, Hooks, evaluate, fit
 from spikebench.train.memory import PeakMemory
+from spikebench.train.resources import check_memory
 from spikebench.train.seeding import generator, seed_everything
 
 SUMMARY_SCHEMA = 1
@@ -60,25 +61,9 @@ def git_revision() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temporary file in the same folder, then rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; records follow the umask
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write JSON atomically (:func:`spikebench.io.atomic_write_json`)."""
+    atomic_write_json(path, data)
 
 
 @dataclass
@@ -97,6 +82,8 @@ def build(cfg: Config) -> Built:
     device = components.resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
     data = poison_dataset(load_dataset(cfg.data), cfg.data.backdoor, cfg.train.seed)
+    memory_class = RULES.get(cfg.rule.name).locality.memory
+    check_memory(cfg, data.input_shape, data.n_classes, memory_class, str(device))  # before allocating
     net = components.build_network(cfg.model, data.input_shape, data.n_classes).to(device)
     rule = components.build_rule(cfg, net, generator(cfg.train.seed, 2, device))
     return Built(cfg, data, net, rule, device)
@@ -189,14 +176,8 @@ def partial_dir(out: Path) -> Path:
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """``torch.save`` atomically: a temporary file in the same folder, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """``torch.save`` atomically (:func:`spikebench.io.atomic_torch_save`; a full disk is one line)."""
+    atomic_torch_save(state, path)
 
 
 def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
@@ -282,6 +263,8 @@ def train_run(
             if backdoor.fraction > 0
             else None
         )
+        # what makes the run checkable later: the hash of every file it wrote (spikebench.studies.validate)
+        summary["files"] = file_hashes(partial, skip=("summary.json",))
         write_json(partial / "summary.json", summary)
         if out.exists():
             shutil.rmtree(out)

@@ -1,0 +1,175 @@
+"""Checks that a study's records are whole and of the expected schema before they are trusted.
+
+A study skips a job only when its record passes these checks, and a report reads only records that
+pass them; everything else is named with the reason. Each check returns ``None`` for a valid record or
+a one-line reason.
+
+A finished run's ``summary.json`` lists the SHA-256 of every other file the run wrote (``files``), so
+that a truncated ``metrics.jsonl``, a damaged checkpoint or an edited tracking record is detected, not
+only a damaged summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from spikebench.io import sha256
+from spikebench.train.run import SUMMARY_SCHEMA
+
+_NUMBER = (int, float)
+# key -> accepted types (None: the value may be null)
+SUMMARY_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "schema": ((int,), False),
+    "status": ((str,), False),
+    "rule": ((str,), False),
+    "dataset": ((str,), False),
+    "recurrent": ((bool,), False),
+    "seed": ((int,), False),
+    "epochs": ((int,), False),
+    "train_samples": ((int,), False),
+    "test_samples": ((int,), False),
+    "test_accuracy": (_NUMBER, False),
+    "train_accuracy": (_NUMBER, False),
+    "train_loss": (_NUMBER, False),
+    "train_seconds": (_NUMBER, False),
+    "samples_per_second": (_NUMBER, False),
+    "peak_memory_bytes": ((int,), True),
+    "parameters": ((int,), False),
+    "spikebench_version": ((str,), False),
+    "locality": ((dict,), False),
+    "tracking": ((dict,), True),
+    "backdoor": ((dict,), True),
+    "files": ((dict,), True),
+}
+ACCURACIES = ("test_accuracy", "train_accuracy")
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    return " or ".join("number" if t is float else t.__name__ for t in types)
+
+
+def _read_json(path: Path) -> tuple[Any, str | None]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        return None, f"{path.name} is unreadable ({exc.strerror or exc})"
+    try:
+        return json.loads(text), None
+    except ValueError as exc:
+        what = "empty" if not text.strip() else f"not valid JSON ({str(exc).splitlines()[0][:80]})"
+        return None, f"{path.name} is {what}"
+
+
+def check_summary(summary: Any, config: dict[str, Any] | None = None) -> str | None:
+    """Schema and types of a parsed ``summary.json``; with ``config``, that it is that config's run."""
+    if not isinstance(summary, dict):
+        return f"summary.json holds a {type(summary).__name__}, not an object"
+    for key, (types, nullable) in SUMMARY_FIELDS.items():
+        if key not in summary:
+            if key in ("tracking", "backdoor", "files"):
+                continue
+            return f"summary.json has no {key!r}"
+        value = summary[key]
+        if value is None and nullable:
+            continue
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if not ok:
+            return f"summary.json field {key!r} is {type(value).__name__}, expected {_type_name(types)}"
+    if summary["schema"] != SUMMARY_SCHEMA:
+        return f"summary.json has schema {summary['schema']}, expected {SUMMARY_SCHEMA}"
+    if summary["status"] != "completed":
+        return f"summary.json has status {summary['status']!r}"
+    for key in ACCURACIES:
+        if not 0.0 <= float(summary[key]) <= 1.0:
+            return f"summary.json field {key!r} = {summary[key]} is not an accuracy in [0, 1]"
+    if config is not None:
+        expect = {
+            "rule": config.get("rule", {}).get("name"),
+            "dataset": config.get("data", {}).get("name"),
+            "seed": config.get("train", {}).get("seed"),
+            "epochs": config.get("train", {}).get("epochs"),
+            "recurrent": config.get("model", {}).get("recurrent"),
+        }
+        for key, value in expect.items():
+            if value is not None and summary[key] != value:
+                return f"summary.json says {key}={summary[key]!r}, but the run's config has {value!r}"
+    return None
+
+
+def check_metrics(path: Path, epochs: int) -> str | None:
+    """``metrics.jsonl``: one JSON object per epoch."""
+    try:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+    except OSError as exc:
+        return f"metrics.jsonl is unreadable ({exc.strerror or exc})"
+    if len(lines) != epochs:
+        return f"metrics.jsonl has {len(lines)} epoch record(s), expected {epochs}"
+    for i, line in enumerate(lines, 1):
+        try:
+            if not isinstance(json.loads(line), dict):
+                raise ValueError
+        except ValueError:
+            return f"metrics.jsonl line {i} is not a JSON object"
+    return None
+
+
+def check_run(run_dir: Path, config: dict[str, Any] | None = None) -> str | None:
+    """A finished run directory: its summary, its per-epoch metrics, its checkpoint, and the hashes of
+    every file the summary lists. ``None`` when valid, else the first problem found."""
+    if not run_dir.is_dir():
+        return "the run directory is missing"
+    summary, problem = _read_json(run_dir / "summary.json")
+    if problem:
+        return problem
+    problem = check_summary(summary, config)
+    if problem:
+        return problem
+    for name in ("config.yaml", "checkpoint.pt"):
+        if not (run_dir / name).is_file():
+            return f"{name} is missing"
+    problem = check_metrics(run_dir / "metrics.jsonl", summary["epochs"])
+    if problem:
+        return problem
+    for rel, digest in (summary.get("files") or {}).items():
+        path = run_dir / rel
+        if not path.is_file():
+            return f"{rel} is missing"
+        if not isinstance(digest, str) or sha256(path) != digest:
+            return f"{rel} does not match the checksum in summary.json (changed or truncated)"
+    return None
+
+
+def check_attack(record: Any) -> str | None:
+    """An attack record: ``records``, a list of rows with a numeric ``eps`` and an ``accuracy`` in [0, 1]
+    (and ``correct``, when present, a string of 0/1)."""
+    if not isinstance(record, dict):
+        return "the record is not a JSON object"
+    rows = record.get("records")
+    if not isinstance(rows, list) or not rows:
+        return "the record has no 'records' list"
+    for row in rows:
+        if not isinstance(row, dict):
+            return "a row of 'records' is not an object"
+        eps, acc = row.get("eps"), row.get("accuracy")
+        if not isinstance(eps, _NUMBER) or isinstance(eps, bool) or not math.isfinite(eps):
+            return f"a row has eps {eps!r}, not a number"
+        if not isinstance(acc, _NUMBER) or isinstance(acc, bool) or not 0.0 <= acc <= 1.0:
+            return f"the row at eps {eps} has accuracy {acc!r}, not a number in [0, 1]"
+        correct = row.get("correct")
+        if correct is not None and (not isinstance(correct, str) or set(correct) - {"0", "1"}):
+            return f"the row at eps {eps} has a 'correct' field that is not a string of 0/1"
+    return None
+
+
+def check_record(path: Path) -> str | None:
+    """A job's JSON record file: well-formed, and an attack record's schema when it is one."""
+    data, problem = _read_json(path)
+    if problem:
+        return problem
+    if path.parent.name == "attacks":
+        problem = check_attack(data)
+        return None if problem is None else f"{path.name}: {problem}"
+    return None if isinstance(data, dict) else f"{path.name} is not a JSON object"
