@@ -177,72 +177,127 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 class StudyProgress:
-    """One tqdm bar over a study's jobs: done / running / failed and time left."""
+    """Progress over a study's jobs. In a terminal: one tqdm bar with the last job's rule and seed, the
+    running, queued and failed counts, and the time left. Elsewhere (a log file, a batch scheduler): one
+    line per finished job -- what it was, its outcome and its seconds."""
 
-    def __init__(self, enabled: bool | None = None) -> None:
-        self.enabled, self.bar = enabled, None
+    def __init__(self, enabled: bool | None = None, labels: dict[str, str] | None = None) -> None:
+        self.enabled, self.labels, self.bar = enabled, labels or {}, None
+        self.tty = sys.stderr.isatty() if enabled is None else enabled
+        self.total = self.finished = 0
+        self.running = self.queued_jobs = 0
 
     def start(self, total: int, cached: int) -> None:
-        from tqdm import tqdm
+        self.total, self.finished = total, cached
+        if self.enabled is False:
+            return
+        if self.tty:
+            from tqdm import tqdm
 
-        disable = None if self.enabled is None else not self.enabled
-        self.bar = tqdm(
-            total=total,
-            initial=cached,
-            desc="study",
-            unit="job",
-            disable=disable,
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
+            self.bar = tqdm(
+                total=total, initial=cached, desc="study", unit="job", file=sys.stderr, dynamic_ncols=True
+            )
+        else:
+            print(f"study: {total} jobs, {cached} cached", file=sys.stderr, flush=True)
+
+    def queued(self, running: int, queued: int) -> None:
+        self.running, self.queued_jobs = running, queued
 
     def update(self, outcome, running: int, failed: int) -> None:
-        self.bar.set_postfix(running=running, failed=failed, last=outcome.job[:40], refresh=False)
-        self.bar.update()
-        if outcome.status == "failed":
-            logging.getLogger("spikebench.study").warning("%s failed: %s", outcome.job, outcome.error)
+        self.finished += 1
+        label = self.labels.get(outcome.job, outcome.job)
+        if self.bar is not None:
+            self.bar.set_postfix_str(
+                f"running {running}, queued {self.queued_jobs}, failed {failed}, last: {label}", refresh=False
+            )
+            self.bar.update()
+        elif self.enabled is not False:
+            why = f": {outcome.error}" if outcome.error else ""
+            print(
+                f"study: [{self.finished}/{self.total}] {label}: {outcome.status}{why} ({outcome.seconds:.1f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _positive(name: str, value: int | float | None) -> None:
+    if value is not None and not value >= 1:
+        raise CLIError(f"{name} must be at least 1, got {value}")
+
+
+def failure_summary(outcomes) -> list[str]:
+    """One line per distinct failure reason, with how many jobs it stopped."""
+    reasons: dict[str, int] = {}
+    for o in outcomes:
+        if o.status == "failed":
+            reasons[o.error or "unknown error"] = reasons.get(o.error or "unknown error", 0) + 1
+    return [
+        f"  {n} job{'s' if n > 1 else ''} failed: {why}"
+        for why, n in sorted(reasons.items(), key=lambda x: -x[1])
+    ]
 
 
 def cmd_study(args: argparse.Namespace) -> int:
     from spikebench.report import build_report
     from spikebench.studies import Mode, execute_plan, plan_study
     from spikebench.studies.executors import default_workers
+    from spikebench.studies.lock import StudyLock
+    from spikebench.studies.preflight import preflight
+    from spikebench.studies.runner import job_label
 
+    _positive("--seeds", args.seeds)
+    _positive("--workers", args.workers)
+    rules = tuple(r.strip() for r in args.rules.split(",") if r.strip()) if args.rules is not None else None
+    if rules is not None and not rules:
+        raise CLIError("--rules expects rule names separated by commas")
     base = load_config(args.config, args.set)
     user_keys = tuple(parse_override(text)[0] for text in args.set)
     mode = Mode.make(args.quick, args.seeds, user_keys)
-    plan = plan_study(args.name, base, mode)
+    plan = plan_study(args.name, base, mode, rules=rules)
     out = Path(args.out) if args.out else Path("studies") / (args.name + ("-quick" if args.quick else ""))
     workers = args.workers or default_workers()
-    outcomes = execute_plan(
-        plan,
-        out,
-        engine=args.engine,
-        workers=workers,
-        address=args.address,
-        progress=StudyProgress(False if args.quiet else None),
-    )
-    from spikebench.studies.analysis_step import analyze_study
+    preflight(list(plan.runs.values()), out)
+    labels = {job.id: job_label(job, plan.runs) for job in plan.all_jobs()}
+    with StudyLock(out, wait=args.wait):
+        outcomes = execute_plan(
+            plan,
+            out,
+            engine=args.engine,
+            workers=workers,
+            address=args.address,
+            progress=StudyProgress(False if args.quiet else None, labels),
+            lock=False,
+        )
+        from spikebench.studies.analysis_step import analyze_study
 
-    analyze_study(out)
-    paths = build_report(out)
-    failed = [o for o in outcomes if o.status == "failed"]
+        analyze_study(out)
+        paths = build_report(out)
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "cached", "failed", "skipped")}
     print(f"study {args.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), file=sys.stderr)
-    for o in failed:
-        print(f"  failed: {o.job}: {o.error}", file=sys.stderr)
+    for line in failure_summary(outcomes):
+        print(line, file=sys.stderr)
     print(paths["html"])
-    return 0
+    return 1 if counts["failed"] else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from spikebench.report import build_report
+    from spikebench.report.records import load_study
+    from spikebench.studies.analysis_step import analyze_study
+    from spikebench.studies.lock import StudyLock
 
+    study = Path(args.study_dir)
     formats = ("md", "html") if args.format == "both" else (args.format,)
-    paths = build_report(Path(args.study_dir), formats)
+    load_study(study)  # a directory that is not a study is refused before anything is written
+    with StudyLock(study):
+        analyze_study(study)  # recomputed from the run records, never taken from an earlier report
+        paths = build_report(study, formats)
+    for line in load_study(study).problems:
+        print(f"report: left out: {line}", file=sys.stderr)
     for path in paths.values():
         print(path)
     return 0
@@ -545,7 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="local process pool or Ray")
     p.add_argument("--address", help="Ray cluster address to join (with --engine ray)")
     p.add_argument("--workers", type=int, help="parallel jobs (default: the number of cores)")
+    p.add_argument("--rules", help="comma-separated rules to run (default: every registered rule)")
     p.add_argument("--out", help="study directory (default: studies/NAME[-quick]); rerun to resume")
+    p.add_argument("--wait", action="store_true", help="wait for another study running in --out to finish")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_study)
 

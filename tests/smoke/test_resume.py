@@ -21,6 +21,7 @@ VOLATILE = {
     "peak_memory_method",
     "resumed_from_epoch",
     "tracking",
+    "files",  # hashes of files that hold timings
 }
 ARGS = [
     "--set",

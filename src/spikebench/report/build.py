@@ -383,6 +383,7 @@ def build_blocks(records: StudyRecords, out: Path) -> tuple[list[Block], list[Ve
         c3_recurrence(records.part("recurrence") + records.part("recurrence-sequential")),
         c4_attacks(records.part("attacks")),
     ]
+    verdicts = [reference_gate(v, records) for v in verdicts]
     parts = m.get("parts", {})
     ok = sum(r.ok for r in records.runs.values())
     blocks: list[Block] = [
@@ -431,7 +432,40 @@ def build_blocks(records: StudyRecords, out: Path) -> tuple[list[Block], list[Ve
                 ],
             )
         )
+    lost = [r for r in records.runs.values() if r.status in ("missing", "corrupt")]
+    bad_attacks = [(r, stem, why) for r in records.runs.values() for stem, why in r.bad_attacks.items()]
+    if lost or bad_attacks:
+        blocks.append(Heading("Missing and corrupt records"))
+        blocks.append(
+            Para(
+                "These records are left out of every table and verdict above; rerunning the study redoes "
+                "them (a corrupt record is moved to corrupt/ first)."
+            )
+        )
+        rows = [[r.key, r.rule, str(r.recurrent), str(r.seed), r.status, r.reason] for r in lost]
+        rows += [
+            [r.key, r.rule, str(r.recurrent), str(r.seed), f"corrupt {stem}", why]
+            for r, stem, why in bad_attacks
+        ]
+        blocks.append(Table(["run", "rule", "recurrent", "seed", "record", "reason"], rows))
     return blocks, verdicts
+
+
+NOT_COMPUTED = "not computed"
+
+
+def reference_gate(verdict: Verdict, records: StudyRecords) -> Verdict:
+    """A claim compared with bptt cannot be stated when a bptt run of its part is missing, corrupt or
+    failed: its verdict becomes "not computed", with the runs named."""
+    parts = _claim_part(verdict.claim)
+    if verdict.claim == "C3":
+        parts = parts | {"recurrence-sequential"}
+    missing = [r for r in records.unusable(parts) if r.rule == "bptt"]
+    if not missing:
+        return verdict
+    names = ", ".join(f"{r.label} seed {r.seed} ({r.status}: {r.reason})" for r in missing)
+    note = f"the bptt reference is not usable: {names}"
+    return Verdict(verdict.claim, verdict.statement, NOT_COMPUTED, verdict.rule, {"note": note})
 
 
 def _claim_part(claim: str) -> set[str]:

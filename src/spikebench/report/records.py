@@ -1,5 +1,10 @@
 """Reading a study directory back as records: the manifest, each run's summary (or failure record),
-its attack records, and the study-level analyses. Reports are built from these alone."""
+its attack records, and the study-level analyses. Reports are built from these alone.
+
+Every record is checked as it is read (:mod:`spikebench.studies.validate`): a run whose summary is
+truncated, of the wrong schema or types, or whose files do not match their checksums is *corrupt* and
+is left out like a failed one, with the reason (``RunRecord.status`` / ``reason``); so is a corrupt attack
+record. ``StudyRecords.problems`` lists them all, one line each."""
 
 from __future__ import annotations
 
@@ -32,10 +37,30 @@ class RunRecord:
     failure: dict[str, Any] | None = None
     attacks: dict[str, dict[str, Any]] = field(default_factory=dict)
     path: Path | None = None
+    corrupt: str | None = None  # why the run's records were not trusted
+    bad_attacks: dict[str, str] = field(default_factory=dict)  # attack stem -> why it was left out
 
     @property
     def ok(self) -> bool:
         return self.summary is not None
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``failed``, ``corrupt`` or ``missing``."""
+        if self.summary is not None:
+            return "ok"
+        if self.corrupt is not None:
+            return "corrupt"
+        return "failed" if self.failure is not None else "missing"
+
+    @property
+    def reason(self) -> str:
+        """Why the run is not ``ok`` (empty when it is)."""
+        if self.status == "corrupt":
+            return str(self.corrupt)
+        if self.status == "failed":
+            return str((self.failure or {}).get("reason", "failed"))
+        return "not run" if self.status == "missing" else ""
 
     @property
     def rule(self) -> str:
@@ -82,27 +107,59 @@ class StudyRecords:
 
     @property
     def missing(self) -> list[RunRecord]:
-        return [r for r in self.runs.values() if r.summary is None and r.failure is None]
+        return [r for r in self.runs.values() if r.status == "missing"]
+
+    @property
+    def corrupt(self) -> list[RunRecord]:
+        return [r for r in self.runs.values() if r.status == "corrupt"]
+
+    @property
+    def problems(self) -> list[str]:
+        """One line per run or attack record left out: missing, corrupt or failed (rule, seed, key)."""
+        out = []
+        for r in self.runs.values():
+            where = f"{r.label} seed {r.seed} ({r.dataset}, run {r.key})"
+            if r.status != "ok":
+                out.append(f"{r.status} run: {where}: {r.reason}")
+            for stem, why in r.bad_attacks.items():
+                out.append(f"corrupt attack record {stem} of {where}: {why}")
+        return out
+
+    def unusable(self, parts: Iterable[str]) -> list[RunRecord]:
+        """Runs of the ``parts`` that are not ``ok``."""
+        keys = {k for p in parts for k in self.manifest.get("parts", {}).get(p, [])}
+        return [self.runs[k] for k in keys if k in self.runs and not self.runs[k].ok]
 
 
 def load_study(path: Path) -> StudyRecords:
+    """Read and check every record of the study at ``path`` (see the module docstring)."""
+    from spikebench.studies.validate import check_attack, check_run
+
     manifest = _read(path / "study.json")
-    if not isinstance(manifest, dict) or "runs" not in manifest:
+    if (
+        not isinstance(manifest, dict)
+        or not isinstance(manifest.get("runs"), dict)
+        or not all(isinstance(c, dict) for c in manifest["runs"].values())
+    ):
         raise ReportError(f"{path} is not a study directory (no readable study.json)")
     runs = {}
     for key, config in manifest["runs"].items():
         run_dir = path / "runs" / key
-        rec = RunRecord(
-            key,
-            config,
-            _read(run_dir / "summary.json"),
-            _read(path / "runs" / f"{key}.failed.json"),
-            path=run_dir,
-        )
-        for f in sorted((run_dir / "attacks").glob("*.json")) if run_dir.is_dir() else []:
+        failure = _read(path / "runs" / f"{key}.failed.json")
+        rec = RunRecord(key, config, None, failure if isinstance(failure, dict) else None, path=run_dir)
+        if (run_dir / "summary.json").exists():
+            problem = check_run(run_dir, config, strict=False)
+            if problem is None:
+                rec.summary = _read(run_dir / "summary.json")
+            else:
+                rec.corrupt = problem
+        for f in sorted((run_dir / "attacks").glob("*.json")) if rec.ok and run_dir.is_dir() else []:
             data = _read(f)
-            if isinstance(data, dict):
+            problem = "not valid JSON" if data is None else check_attack(data)
+            if problem is None:
                 rec.attacks[f.stem] = data
+            else:
+                rec.bad_attacks[f.stem] = problem
         runs[key] = rec
     analyses = (
         {f.stem: _read(f) for f in sorted((path / "analysis").glob("*.json"))}

@@ -19,9 +19,14 @@ log = logging.getLogger(__name__)
 
 
 def _completed(study_dir: Path, part: str) -> list[Path]:
+    """The runs of ``part`` whose records pass :func:`~spikebench.studies.validate.check_run` (a run with
+    a changed or truncated tracking record is left out, not read)."""
+    from spikebench.studies.validate import check_run
+
     manifest = json.loads((study_dir / "study.json").read_text())
     keys = manifest.get("parts", {}).get(part, [])
-    return [study_dir / "runs" / k for k in keys if (study_dir / "runs" / k / "summary.json").exists()]
+    runs = manifest.get("runs", {})
+    return [study_dir / "runs" / k for k in keys if check_run(study_dir / "runs" / k, runs.get(k)) is None]
 
 
 def _by_rule(values: list[tuple[str, float | None]]) -> dict[str, float]:

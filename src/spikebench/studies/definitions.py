@@ -15,7 +15,7 @@ from spikebench.registry import Registry
 from spikebench.rules import RULES
 from spikebench.studies.grid import expand
 from spikebench.studies.jobs import AttackJob
-from spikebench.studies.runner import Plan
+from spikebench.studies.runner import Plan, StudyError
 
 
 @dataclass(frozen=True)
@@ -233,8 +233,41 @@ def all_claims(plan: Plan, base: Config, mode: Mode) -> None:
         STUDIES.get(name)(plan, base, mode)
 
 
-def plan_study(name: str, base: Config, mode: Mode) -> Plan:
+def _value(data: dict, dotted: str) -> object:
+    node: object = data
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def check_user_keys(plan: Plan, base: Config, keys: tuple[str, ...]) -> None:
+    """Refuse a ``--set`` of a key that the study's grid sets itself (it would be silently replaced)."""
+    base_data = to_dict(base)
+    for key in keys:
+        want = _value(base_data, key)
+        if any(_value(to_dict(cfg), key) != want for cfg in plan.runs.values()):
+            hint = "; choose rules with --rules" if key == "rule.name" else ""
+            raise StudyError(f"--set {key}: the {plan.study} study sets {key} in its grid itself{hint}")
+
+
+def select_rules(plan: Plan, names: tuple[str, ...]) -> None:
+    """Keep only the runs of the rules ``names`` (and the jobs whose runs are all kept)."""
+    for name in names:
+        RULES.get(name)  # an unknown name is a usage error
+    keep = {k for k, cfg in plan.runs.items() if cfg.rule.name in names}
+    plan.runs = {k: c for k, c in plan.runs.items() if k in keep}
+    plan.parts = {part: [k for k in keys if k in keep] for part, keys in plan.parts.items()}
+    plan.jobs = [j for j in plan.jobs if all(k in keep for k in j.needs)]
+    if not plan.runs:
+        raise StudyError(f"the {plan.study} study has no runs of the rules {', '.join(names)}")
+
+
+def plan_study(name: str, base: Config, mode: Mode, rules: tuple[str, ...] | None = None) -> Plan:
+    """The plan of study ``name``; ``rules``: only those rules' runs (default: every registered rule)."""
     builder = STUDIES.get(name)
     plan = Plan(name, {"mode": mode.settings(), "base": to_dict(base)})
     builder(plan, base, mode)
+    check_user_keys(plan, base, mode.user_keys)
+    if rules:
+        select_rules(plan, rules)
     return plan

@@ -63,13 +63,18 @@ def _read_json(path: Path) -> tuple[Any, str | None]:
         return None, f"{path.name} is {what}"
 
 
-def check_summary(summary: Any, config: dict[str, Any] | None = None) -> str | None:
-    """Schema and types of a parsed ``summary.json``; with ``config``, that it is that config's run."""
+REPORT_FIELDS = ("test_accuracy", "locality")
+"""What a report cannot do without (a record written by hand may omit the rest)."""
+
+
+def check_summary(summary: Any, config: dict[str, Any] | None = None, strict: bool = True) -> str | None:
+    """Schema and types of a parsed ``summary.json``; with ``config``, that it is that config's run.
+    ``strict=False`` requires only :data:`REPORT_FIELDS` (fields present are still type-checked)."""
     if not isinstance(summary, dict):
         return f"summary.json holds a {type(summary).__name__}, not an object"
     for key, (types, nullable) in SUMMARY_FIELDS.items():
         if key not in summary:
-            if key in ("tracking", "backdoor", "files"):
+            if key in ("tracking", "backdoor", "files") or (not strict and key not in REPORT_FIELDS):
                 continue
             return f"summary.json has no {key!r}"
         value = summary[key]
@@ -78,12 +83,12 @@ def check_summary(summary: Any, config: dict[str, Any] | None = None) -> str | N
         ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
         if not ok:
             return f"summary.json field {key!r} is {type(value).__name__}, expected {_type_name(types)}"
-    if summary["schema"] != SUMMARY_SCHEMA:
+    if summary.get("schema", SUMMARY_SCHEMA) != SUMMARY_SCHEMA:
         return f"summary.json has schema {summary['schema']}, expected {SUMMARY_SCHEMA}"
-    if summary["status"] != "completed":
+    if summary.get("status", "completed") != "completed":
         return f"summary.json has status {summary['status']!r}"
     for key in ACCURACIES:
-        if not 0.0 <= float(summary[key]) <= 1.0:
+        if key in summary and not 0.0 <= float(summary[key]) <= 1.0:
             return f"summary.json field {key!r} = {summary[key]} is not an accuracy in [0, 1]"
     if config is not None:
         expect = {
@@ -94,7 +99,7 @@ def check_summary(summary: Any, config: dict[str, Any] | None = None) -> str | N
             "recurrent": config.get("model", {}).get("recurrent"),
         }
         for key, value in expect.items():
-            if value is not None and summary[key] != value:
+            if value is not None and key in summary and summary[key] != value:
                 return f"summary.json says {key}={summary[key]!r}, but the run's config has {value!r}"
     return None
 
@@ -116,17 +121,22 @@ def check_metrics(path: Path, epochs: int) -> str | None:
     return None
 
 
-def check_run(run_dir: Path, config: dict[str, Any] | None = None) -> str | None:
+def check_run(run_dir: Path, config: dict[str, Any] | None = None, strict: bool = True) -> str | None:
     """A finished run directory: its summary, its per-epoch metrics, its checkpoint, and the hashes of
-    every file the summary lists. ``None`` when valid, else the first problem found."""
+    every file the summary lists. ``None`` when valid, else the first problem found.
+
+    ``strict=False`` (reports): a summary without ``files`` (not written by a training run) needs only
+    the fields a report reads and no other files."""
     if not run_dir.is_dir():
         return "the run directory is missing"
     summary, problem = _read_json(run_dir / "summary.json")
     if problem:
         return problem
-    problem = check_summary(summary, config)
+    problem = check_summary(summary, config, strict)
     if problem:
         return problem
+    if not strict and "files" not in summary:
+        return None
     for name in ("config.yaml", "checkpoint.pt"):
         if not (run_dir / name).is_file():
             return f"{name} is missing"
