@@ -26,6 +26,12 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 class DiskFullError(SpikebenchError, OSError):
     """No space left on the device (or quota exceeded) while writing a file."""
 
+    def __str__(self) -> str:  # OSError would format errno and filename into the message
+        return str(self.args[0])
+
+
+_fdopen = os.fdopen  # the one place bytes reach the disk (tests replace it to simulate a full disk)
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -51,7 +57,7 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], None]) -> None:
         raise disk_full(exc, path) or exc from exc
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; records follow the umask
-        with os.fdopen(fd, "wb") as f:
+        with _fdopen(fd, "wb") as f:
             write(f)
             f.flush()
         os.replace(tmp, path)

@@ -40,9 +40,9 @@ def plugin_sources(cfg: Config) -> dict[str, str]:
             continue
         obj = registry.get(name)
         obj = getattr(obj, "load", obj)  # a DatasetSpec: its loader's module
-        module = inspect.getmodule(obj)
-        file = getattr(module, "__file__", None)
-        if file is None:
+        try:
+            file = inspect.getfile(obj)
+        except (TypeError, OSError):  # built-in or defined interactively: no source file to hash
             continue
         path = Path(file).resolve()
         if package not in path.parents:
