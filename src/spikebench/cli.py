@@ -226,7 +226,7 @@ class StudyProgress:
 
 def _positive(name: str, value: int | float | None) -> None:
     if value is not None and not value >= 1:
-        raise CLIError(f"{name} must be at least 1, got {value}")
+        raise CLIError(f"{name} must be a positive integer, got {value}")
 
 
 def failure_summary(outcomes) -> list[str]:

@@ -371,9 +371,9 @@ def test_the_run_key_includes_the_version(monkeypatch):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--seeds", "0"], "--seeds must be at least 1, got 0"),
-        (["--seeds", "-3"], "--seeds must be at least 1, got -3"),
-        (["--workers", "0"], "--workers must be at least 1, got 0"),
+        (["--seeds", "0"], "--seeds must be a positive integer, got 0"),
+        (["--seeds", "-3"], "--seeds must be a positive integer, got -3"),
+        (["--workers", "0"], "--workers must be a positive integer, got 0"),
         (["--rules", ","], "--rules expects rule names separated by commas"),
         (["--rules", "bpt"], "unknown rule 'bpt' (did you mean 'bptt'?)"),
         (["--set", "rule.name=fa"], "--set rule.name: the tradeoff study sets rule.name in its grid itself"),
@@ -393,8 +393,8 @@ def test_study_arguments_are_checked_before_anything_runs(fake_data, tmp_path, c
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--n", "0"], "--n must be at least 1, got 0"),
-        (["--steps", "-1"], "--steps must be at least 1"),
+        (["--n", "0"], "--n must be a positive integer, got 0"),
+        (["--steps", "-1"], "--steps must be a positive integer"),
         (["--eps", "1e9"], "--eps 1e+09 is outside the input domain [0, 1]"),
         (["--eps", "-0.1"], "--eps values must be finite and >= 0"),
         (["--eps", "nan"], "--eps values must be finite and >= 0"),

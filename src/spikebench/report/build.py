@@ -455,12 +455,17 @@ NOT_COMPUTED = "not computed"
 
 
 def reference_gate(verdict: Verdict, records: StudyRecords) -> Verdict:
-    """A claim compared with bptt cannot be stated when a bptt run of its part is missing, corrupt or
-    failed: its verdict becomes "not computed", with the runs named."""
+    """A claim compared with bptt cannot be stated when a bptt run of its part is missing or corrupt, or
+    when none of them completed: its verdict becomes "not computed", with the runs named. (A failed run
+    is a result, listed as such; the others still decide.)"""
     parts = _claim_part(verdict.claim)
     if verdict.claim == "C3":
         parts = parts | {"recurrence-sequential"}
-    missing = [r for r in records.unusable(parts) if r.rule == "bptt"]
+    keys = {k for p in parts for k in records.manifest.get("parts", {}).get(p, [])}
+    bptt = [records.runs[k] for k in keys if k in records.runs and records.runs[k].rule == "bptt"]
+    missing = [r for r in bptt if r.status in ("missing", "corrupt")]
+    if bptt and not any(r.ok for r in bptt):
+        missing = [r for r in bptt if not r.ok]
     if not missing:
         return verdict
     names = ", ".join(f"{r.label} seed {r.seed} ({r.status}: {r.reason})" for r in missing)
