@@ -32,6 +32,7 @@ def test_train_writes_complete_run_and_eval_agrees(fake_data, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoint.pt",
+        "checksums.json",
         "config.yaml",
         "metrics.jsonl",
         "summary.json",

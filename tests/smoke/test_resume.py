@@ -21,7 +21,6 @@ VOLATILE = {
     "peak_memory_method",
     "resumed_from_epoch",
     "tracking",
-    "files",  # hashes of files that hold timings
 }
 ARGS = [
     "--set",

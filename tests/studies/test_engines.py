@@ -13,7 +13,6 @@ VOLATILE = {
     "peak_memory_bytes",
     "peak_memory_total_bytes",
     "peak_memory_method",
-    "files",  # hashes of files that hold timings
 }
 
 

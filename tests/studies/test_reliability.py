@@ -171,7 +171,7 @@ def test_report_flags_a_changed_tracking_record_and_refuses_the_verdict(fake_dat
     align.write_text(align.read_text().replace('"cosine": ', '"cosine": 0.5e0 * ', 1).splitlines()[0] + "\n")
     records = load_study(study)
     assert records.runs[keys[0]].status == "corrupt"
-    assert "alignment.jsonl does not match the checksum" in records.runs[keys[0]].reason
+    assert "alignment.jsonl does not match its checksum" in records.runs[keys[0]].reason
     build_report(study)
     md = (study / "report" / "report.md").read_text()
     assert "Missing and corrupt records" in md and keys[0] in md and "alignment.jsonl" in md

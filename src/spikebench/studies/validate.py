@@ -4,9 +4,9 @@ A study skips a job only when its record passes these checks, and a report reads
 pass them; everything else is named with the reason. Each check returns ``None`` for a valid record or
 a one-line reason.
 
-A finished run's ``summary.json`` lists the SHA-256 of every other file the run wrote (``files``), so
-that a truncated ``metrics.jsonl``, a damaged checkpoint or an edited tracking record is detected, not
-only a damaged summary.
+A finished run's ``checksums.json`` lists the SHA-256 of every other file the run wrote, so that a
+truncated ``metrics.jsonl``, a damaged checkpoint or an edited tracking record is detected, not only a
+damaged summary.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spikebench.io import sha256
-from spikebench.train.run import SUMMARY_SCHEMA
+from spikebench.train.run import CHECKSUMS, SUMMARY_SCHEMA
 
 _NUMBER = (int, float)
 # key -> accepted types (None: the value may be null)
@@ -42,7 +42,6 @@ SUMMARY_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "locality": ((dict,), False),
     "tracking": ((dict,), True),
     "backdoor": ((dict,), True),
-    "files": ((dict,), True),
 }
 ACCURACIES = ("test_accuracy", "train_accuracy")
 
@@ -74,7 +73,7 @@ def check_summary(summary: Any, config: dict[str, Any] | None = None, strict: bo
         return f"summary.json holds a {type(summary).__name__}, not an object"
     for key, (types, nullable) in SUMMARY_FIELDS.items():
         if key not in summary:
-            if key in ("tracking", "backdoor", "files") or (not strict and key not in REPORT_FIELDS):
+            if key in ("tracking", "backdoor") or (not strict and key not in REPORT_FIELDS):
                 continue
             return f"summary.json has no {key!r}"
         value = summary[key]
@@ -125,8 +124,8 @@ def check_run(run_dir: Path, config: dict[str, Any] | None = None, strict: bool 
     """A finished run directory: its summary, its per-epoch metrics, its checkpoint, and the hashes of
     every file the summary lists. ``None`` when valid, else the first problem found.
 
-    ``strict=False`` (reports): a summary without ``files`` (not written by a training run) needs only
-    the fields a report reads and no other files."""
+    ``strict=False`` (reports): a run without ``checksums.json`` (not written by a training run) needs
+    only a summary with the fields a report reads."""
     if not run_dir.is_dir():
         return "the run directory is missing"
     summary, problem = _read_json(run_dir / "summary.json")
@@ -135,7 +134,8 @@ def check_run(run_dir: Path, config: dict[str, Any] | None = None, strict: bool 
     problem = check_summary(summary, config, strict)
     if problem:
         return problem
-    if not strict and "files" not in summary:
+    checksums = run_dir / CHECKSUMS
+    if not strict and not checksums.exists():
         return None
     for name in ("config.yaml", "checkpoint.pt"):
         if not (run_dir / name).is_file():
@@ -143,12 +143,17 @@ def check_run(run_dir: Path, config: dict[str, Any] | None = None, strict: bool 
     problem = check_metrics(run_dir / "metrics.jsonl", summary["epochs"])
     if problem:
         return problem
-    for rel, digest in (summary.get("files") or {}).items():
+    files, problem = _read_json(checksums)
+    if problem:
+        return problem
+    if not isinstance(files, dict) or "summary.json" not in files:
+        return f"{CHECKSUMS} does not list the run's files"
+    for rel, digest in files.items():
         path = run_dir / rel
         if not path.is_file():
             return f"{rel} is missing"
         if not isinstance(digest, str) or sha256(path) != digest:
-            return f"{rel} does not match the checksum in summary.json (changed or truncated)"
+            return f"{rel} does not match its checksum in {CHECKSUMS} (changed or truncated)"
     return None
 
 

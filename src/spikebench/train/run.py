@@ -6,7 +6,8 @@ of :func:`~spikebench.train.loop.training_state`: model, rule state, optimiser, 
 streams, records; loadable with ``weights_only=True``) and ``summary.json`` (schema in
 :func:`summary_record`). It is built in ``.NAME.partial`` beside its destination and renamed when
 complete, so nothing half-written ever stands under the final name; an interrupted run continues from
-its last checkpoint (:func:`resume_run`).
+its last checkpoint (:func:`resume_run`). ``checksums.json``, written last, holds the SHA-256 of every other
+file, so that a damaged or changed record is detected before it is trusted.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from spikebench.train.resources import check_memory
 from spikebench.train.seeding import generator, seed_everything
 
 SUMMARY_SCHEMA = 1
+CHECKSUMS = "checksums.json"
+"""SHA-256 of every other file of a finished run, written last (:mod:`spikebench.studies.validate`)."""
 
 
 class RunError(SpikebenchError):
@@ -263,9 +266,9 @@ def train_run(
             if backdoor.fraction > 0
             else None
         )
-        # what makes the run checkable later: the hash of every file it wrote (spikebench.studies.validate)
-        summary["files"] = file_hashes(partial, skip=("summary.json",))
         write_json(partial / "summary.json", summary)
+        # what makes the run checkable later: the hash of every file it wrote (spikebench.studies.validate)
+        write_json(partial / CHECKSUMS, file_hashes(partial, skip=(CHECKSUMS,)))
         if out.exists():
             shutil.rmtree(out)
         os.replace(partial, out)
