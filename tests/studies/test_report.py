@@ -8,15 +8,7 @@ import pytest
 
 from spikebench.report import build_report
 from spikebench.report.records import RunRecord
-from spikebench.report.verdicts import (
-    INCONCLUSIVE,
-    NOT_SUPPORTED,
-    SUPPORTED,
-    c2_tradeoff,
-    c3_recurrence,
-    c4_attacks,
-    spearman,
-)
+from spikebench.report.verdicts import INCONCLUSIVE, NOT_COMPUTED
 
 RANK = {"bptt": 0, "tbptt": 1, "fa": 2, "ottt": 3, "eprop": 4, "dfa": 5, "decolle": 6}
 
@@ -33,67 +25,18 @@ def run(rule, recurrent=False, seed=0, acc=0.8, dataset="fashion-mnist", attacks
         "samples_per_second": 1000.0,
         "peak_memory_bytes": 2**20,
         "train_seconds": 1.0,
-        "locality": {"rank": RANK[rule], "spatial": "s", "temporal": "t", "memory": "O(1)"},
+        "locality": {
+            "rank": RANK[rule],
+            "spatial": "s",
+            "temporal": "t",
+            "memory": "O(1)",
+            "weight_transport": "yes",
+        },
     }
     rec = RunRecord(key or f"{rule}-{recurrent}-{seed}-{dataset}", cfg, summary)
     for name, curve in (attacks or {}).items():
         rec.attacks[name] = {"records": [{"eps": e, "accuracy": a} for e, a in curve.items()]}
     return rec
-
-
-def test_spearman():
-    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    assert spearman([1, 2, 3], [1, 1, 1]) is None
-
-
-@pytest.mark.parametrize(
-    "accs,expected",
-    [
-        ([0.9, 0.88, 0.86, 0.8, 0.78, 0.75, 0.7], SUPPORTED),
-        ([0.7, 0.75, 0.78, 0.8, 0.86, 0.88, 0.9], NOT_SUPPORTED),
-        ([0.9, 0.7, 0.88, 0.75, 0.86, 0.78, 0.8], INCONCLUSIVE),
-    ],
-)
-def test_c2_verdicts(accs, expected):
-    runs = [run(r, rec, acc=a) for (r, a) in zip(RANK, accs, strict=True) for rec in (False, True)]
-    v = c2_tradeoff(runs)
-    assert v.status == expected and "rho_feedforward" in v.numbers
-
-
-def pgd(value):
-    return {"pgd-exact": {0.03: value, 0.1: value / 2}}
-
-
-@pytest.mark.parametrize(
-    "ff,rc,expected", [(0.3, 0.4, SUPPORTED), (0.4, 0.3, NOT_SUPPORTED), (None, None, INCONCLUSIVE)]
-)
-def test_c3_verdicts(ff, rc, expected):
-    runs = []
-    for seed in (0, 1, 2):
-        for r in ("bptt", "fa", "eprop"):
-            if ff is None:  # mixed signs across rules
-                a, b = (0.3, 0.4) if r == "bptt" else (0.4, 0.3) if r == "fa" else (0.35, 0.35)
-            else:
-                a, b = ff + 0.01 * seed, rc + 0.01 * seed
-            runs += [run(r, False, seed, attacks=pgd(a)), run(r, True, seed, attacks=pgd(b))]
-    v = c3_recurrence(runs)
-    assert v.status == expected
-    if ff is not None:
-        assert v.numbers["mean_difference"] == pytest.approx((rc - ff) * 0.75)
-        assert all(s == pytest.approx(0.0, abs=1e-12) for s in v.numbers["std_over_seeds"].values())
-
-
-def test_c3_without_attack_records_is_inconclusive():
-    assert c3_recurrence([run("bptt"), run("bptt", True)]).status == INCONCLUSIVE
-
-
-@pytest.mark.parametrize("local_gap,expected", [(0.3, SUPPORTED), (0.0, NOT_SUPPORTED), (0.04, INCONCLUSIVE)])
-def test_c4_verdicts(local_gap, expected):
-    runs = [run("bptt", attacks={"pgd-exact": {0.1: 0.1}, "square": {0.1: 0.2}})]
-    for r in ("ottt", "eprop", "dfa"):
-        runs.append(run(r, attacks={"pgd-exact": {0.1: 0.1}, "square": {0.1: 0.2 + local_gap}}))
-    assert c4_attacks(runs).status == expected
 
 
 def write_study(tmp_path, runs, parts):
@@ -147,11 +90,56 @@ def test_report_builds_from_records_and_html_is_self_contained(tmp_path):
     )
     paths = build_report(study)
     md = paths["md"].read_text()
-    assert "| C2 |" in md and "**supported**" in md
+    assert md.index("## Summary") < md.index("## Verdicts") < md.index("## C2")
+    assert "decides nothing" in md and "spikebench study all --seeds 8" in md  # the quick-mode warning
+    assert "| C2 | **inconclusive** |" in md  # one seed never decides
+    assert "| C1 | **not computed** (no similarity controls) |" not in md  # similarity not in this study
+    assert "{" not in md.split("## Verdicts")[1].split("## C2")[0]  # no dict dumps in the verdicts
     assert "training diverged" in md and "Failed runs" in md
-    assert "**0.910**" in md  # best recurrent accuracy marked
     html = paths["html"].read_text()
     assert "data:image/png;base64," in html
+    assert "<code>spikebench study all --seeds 8</code>" in html and "`" not in html  # no literal backticks
     assert not re.search(r"(src|href)=['\"](?!data:)", html)  # nothing to fetch: one self-contained file
-    verdicts = json.loads((study / "report" / "verdicts.json").read_text())
-    assert {v["claim"]: v["status"] for v in verdicts}["C3"] == SUPPORTED
+    verdicts = {v["claim"]: v for v in json.loads((study / "report" / "verdicts.json").read_text())}
+    assert set(verdicts) == {"C2", "C3", "C4.i", "C4.ii"}
+    assert verdicts["C3"]["status"] == INCONCLUSIVE and "seeds" in verdicts["C3"]["decide"]
+    assert verdicts["C4.i"]["status"] == NOT_COMPUTED  # no rule-source attacks in these records
+    for key in ("claim", "status", "effect", "ci95", "p", "test", "n", "margin", "controls", "per_rule"):
+        assert key in verdicts["C3"]
+    for f in (study / "report").iterdir():
+        assert f.stat().st_mode & 0o044 == 0o044, f  # readable by others under the usual umask 022
+
+
+def test_report_forest_plots_with_seeds(tmp_path):
+    runs = []
+    for seed in (0, 1, 2):
+        for r in RANK:
+            for rec in (False, True):
+                runs.append(
+                    run(
+                        r,
+                        rec,
+                        seed,
+                        acc=0.9 - 0.02 * RANK[r] + 0.004 * seed,
+                        attacks={"pgd-exact": {0.03: 0.3 + 0.05 * rec + 0.01 * seed}, "square": {0.03: 0.6}},
+                    )
+                )
+    keys = [r.key for r in runs]
+    study = write_study(tmp_path, runs, {"tradeoff": keys, "recurrence": keys})
+    md = build_report(study)["md"].read_text()
+    assert "forest-C3.png" in md and (study / "report" / "forest-C3.svg").is_file()
+    assert "| C2 | **supported** |" in md
+
+
+def test_report_c1_from_similarity_controls(tmp_path):
+    from tests.studies.test_verdicts import controls
+
+    runs = [run(r, seed=s) for r in RANK for s in (0, 1, 2)]
+    study = write_study(tmp_path, runs, {"similarity": [r.key for r in runs]})
+    (study / "analysis").mkdir()
+    (study / "analysis" / "similarity_controls.json").write_text(json.dumps(controls(lambda r, s: 0.6)))
+    build_report(study)
+    (c1,) = json.loads((study / "report" / "verdicts.json").read_text())
+    assert c1["claim"] == "C1" and c1["status"] == "not supported"
+    assert c1["controls"]["floor"] == pytest.approx(0.6, abs=0.01)
+    assert (study / "report" / "forest-C1.svg").is_file()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+from spikebench.analysis.stats import fmt_value
 from spikebench.attacks.evidence import (
     CONVERGENCE_TOL,
     MASKING_ALPHA,
@@ -20,7 +22,14 @@ from spikebench.report import plots
 from spikebench.report.document import Block, Heading, Image, Para, Table, to_html, to_markdown
 from spikebench.report.efficiency import efficiency_section
 from spikebench.report.records import RunRecord, Stat, StudyRecords, group, load_study, stat
-from spikebench.report.verdicts import Verdict, c1_similarity, c2_tradeoff, c3_recurrence, c4_attacks
+from spikebench.report.verdicts import (
+    C1_MARGIN,
+    DECIDING_COMMAND,
+    INCONCLUSIVE,
+    NOT_COMPUTED,
+    Verdict,
+    all_verdicts,
+)
 
 ATTACK_COLUMNS = [
     "pgd-exact",
@@ -36,11 +45,20 @@ ATTACK_COLUMNS = [
 ]
 
 
-def _fmt(s: Stat | None, best: bool = False, scale: float = 1.0, digits: int = 3) -> str:
+def _fmt(s: Stat | None, scale: float = 1.0) -> str:
+    """Mean ± the half-width of its 95% CI over seeds (t interval), rounded to what that error supports."""
     if s is None:
         return "–"
-    text = f"{s.mean * scale:.{digits}f}" + (f" ± {s.std * scale:.{digits}f}" if s.n > 1 else "")
-    return f"**{text}**" if best else text
+    if s.n < 2:
+        return fmt_value(s.mean * scale)
+    half = _T975.get(s.n - 1, 1.96) * s.std * scale / math.sqrt(s.n)
+    if half == 0:
+        return fmt_value(s.mean * scale)
+    return f"{fmt_value(s.mean * scale, half)} ± {fmt_value(half, half)}"
+
+
+#: the t distribution's 97.5% quantile by degrees of freedom (1.96 beyond)
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
 def _memory_mib(r: RunRecord) -> float | None:
@@ -54,20 +72,9 @@ def _by_rule(runs: list[RunRecord]) -> list[tuple[str, list[RunRecord]]]:
     return sorted(g.items(), key=lambda kv: kv[1][0].summary["locality"]["rank"])
 
 
-def _numbers(v: Verdict) -> str:
-    def short(x):
-        if isinstance(x, float):
-            return f"{x:.3f}"
-        if isinstance(x, dict):
-            return "{" + ", ".join(f"{k}: {short(y)}" for k, y in x.items()) + "}"
-        return str(x)
-
-    return "; ".join(f"{k} = {short(x)}" for k, x in v.numbers.items())
-
-
 def tradeoff_section(runs: list[RunRecord], out: Path) -> list[Block]:
     blocks: list[Block] = [Heading("C2: locality versus performance and cost")]
-    rows, stats = [], []
+    rows = []
     for name, rs in _by_rule(runs):
         loc = rs[0].summary["locality"]
         ff = stat(r.summary["test_accuracy"] for r in rs if not r.recurrent)
@@ -75,25 +82,19 @@ def tradeoff_section(runs: list[RunRecord], out: Path) -> list[Block]:
         sps = stat(r.summary["samples_per_second"] for r in rs)
         mem = stat(_memory_mib(r) for r in rs)
         secs = stat(r.summary["train_seconds"] for r in rs)
-        stats.append((ff, rc))
         rows.append(
             [
                 name,
                 loc["spatial"],
                 loc["temporal"],
                 loc["memory"],
-                ff,
-                rc,
-                _fmt(sps, digits=0),
-                _fmt(mem, digits=0),
-                _fmt(secs, digits=1),
+                _fmt(ff),
+                _fmt(rc),
+                _fmt(sps),
+                _fmt(mem),
+                _fmt(secs),
             ]
         )
-    best_ff = max((s[0].mean for s in stats if s[0]), default=None)
-    best_rc = max((s[1].mean for s in stats if s[1]), default=None)
-    for row in rows:
-        row[4] = _fmt(row[4], row[4] is not None and row[4].mean == best_ff)
-        row[5] = _fmt(row[5], row[5] is not None and row[5].mean == best_rc)
     blocks.append(
         Table(
             [
@@ -112,8 +113,9 @@ def tradeoff_section(runs: list[RunRecord], out: Path) -> list[Block]:
     )
     blocks.append(
         Para(
-            "Accuracy is on the test set, mean ± std over seeds; the best entry is in bold. "
-            "Samples/s, memory and time are means over feed-forward and recurrent runs; batch memory is the "
+            "Accuracy is on the test set, mean ± the half-width of its 95% confidence interval over seeds "
+            "(t interval; a single number where there is one seed), rounded to what that interval supports. "
+            "Samples/s, memory and time pool feed-forward and recurrent runs; batch memory is the "
             "exact tensor memory one training batch needs (beyond parameters and optimiser state)."
         )
     )
@@ -375,34 +377,154 @@ def attacks_section(runs: list[RunRecord], backdoor: list[RunRecord], out: Path)
     return blocks
 
 
+#: the short name of each claim's test, for the summary
+SHORT_TEST = {
+    "C1": "similarity index between floor and ceiling; hierarchical bootstrap",
+    "C2": "Spearman rho; exact permutation p, Holm; seed bootstrap",
+    "C3": "paired worst-case robust accuracy; hierarchical bootstrap; sign-flip, Holm",
+    "C4.i": "paired rule-path overestimate; hierarchical bootstrap; sign-flip, Holm",
+    "C4.ii": "paired gap difference vs bptt; hierarchical bootstrap; sign-flip, Holm",
+}
+#: what each claim's effect measures, for its forest plot
+EFFECT_LABEL = {
+    "C1": "similarity index (0 = untrained floor, 1 = bptt ceiling)",
+    "C2": "Spearman rho (locality rank, accuracy)",
+    "C3": "recurrent - feed-forward robust accuracy",
+    "C4.i": "rule-path - exact/transfer robust accuracy",
+    "C4.ii": "(gradient-free - gradient) gap minus bptt's",
+}
+
+
+def _n_text(v: Verdict) -> str:
+    return ", ".join(f"{val} {k}" for k, val in v.n.items() if val is not None) or "–"
+
+
+def _effect_text(v: Verdict) -> str:
+    if v.effect is None or v.ci95 is None:
+        return "–"
+    se = (v.ci95[1] - v.ci95[0]) / 3.92
+    return f"{fmt_value(v.effect, se)} [{fmt_value(v.ci95[0], se)}, {fmt_value(v.ci95[1], se)}]"
+
+
+def summary_blocks(verdicts: list[Verdict], quick: bool) -> list[Block]:
+    """The report's first section: one line per claim (verdict, effect [95% CI], n, test) and, for a
+    quick study, the warning that it decides nothing."""
+    blocks: list[Block] = [Heading("Summary")]
+    if quick:
+        blocks.append(
+            Para(
+                "**This is a quick study: a demonstration that decides nothing.** One epoch on a data subset "
+                "and small attack budgets; with fewer than 2 seeds no claim is decided. The study that can "
+                f"decide the claims: `{DECIDING_COMMAND}`."
+            )
+        )
+    blocks.append(
+        Table(
+            ["claim", "verdict", "effect [95% CI]", "n", "test"],
+            [
+                [
+                    v.claim,
+                    f"**{v.status}**" + (f" ({v.reason})" if v.status == NOT_COMPUTED else ""),
+                    _effect_text(v),
+                    _n_text(v),
+                    SHORT_TEST.get(v.claim, ""),
+                ]
+                for v in verdicts
+            ],
+        )
+    )
+    return blocks
+
+
+def verdict_blocks(verdicts: list[Verdict], out: Path) -> list[Block]:
+    """Per claim: the statement, the stated test, the sentence, what would decide it, a forest plot of
+    the per-rule effects and their table."""
+    blocks: list[Block] = [Heading("Verdicts")]
+    for v in verdicts:
+        blocks.append(Heading(f"{v.claim}: {v.status}", 3))
+        blocks.append(Para(f"**Claim.** {v.statement}"))
+        blocks.append(
+            Para(f"**Test.** {v.test}" + (f" Margin: {v.margin:g}." if v.margin is not None else ""))
+        )
+        blocks.append(Para(f"**Result.** {v.sentence}." if v.sentence else "**Result.** –"))
+        if v.status == INCONCLUSIVE and v.decide:
+            blocks.append(Para(f"**What would decide it.** {v.decide}."))
+        rows = [
+            (name, d["effect"], d["ci95"][0], d["ci95"][1])
+            for name, d in v.per_rule.items()
+            if isinstance(d, dict) and "ci95" in d
+        ]
+        if rows:
+            table = []
+            for name, d in v.per_rule.items():
+                if "ci95" not in d:
+                    continue
+                se = (d["ci95"][1] - d["ci95"][0]) / 3.92
+                table.append(
+                    [
+                        name,
+                        f"{fmt_value(d['effect'], se)} [{fmt_value(d['ci95'][0], se)}, {fmt_value(d['ci95'][1], se)}]",
+                        str(d["seeds"]),
+                        "–" if d.get("p_holm") is None else f"{d['p_holm']:.2g}",
+                    ]
+                )
+            blocks.append(Table(["rule", "effect [95% CI over seeds]", "seeds", "p (Holm)"], table))
+            null = 1 - C1_MARGIN if v.claim == "C1" else 0.0
+            pooled = (v.effect, v.ci95[0], v.ci95[1]) if v.effect is not None and v.ci95 else None
+            png = plots.forest(
+                f"{v.claim}: {v.status}",
+                rows,
+                pooled,
+                out / f"forest-{v.claim.replace('.', '-')}.png",
+                null=null,
+                margin=None if v.claim == "C1" else v.margin,
+                xlabel=EFFECT_LABEL.get(v.claim, "effect"),
+            )
+            if png:
+                blocks.append(Image(png, f"{v.claim} per-rule effects"))
+        elif v.claim == "C2" and v.per_rule:
+            blocks.append(
+                Table(
+                    [
+                        "rule",
+                        "locality rank",
+                        "accuracy (ff)",
+                        "accuracy (rec)",
+                        "train time (s)",
+                        "memory (MiB)",
+                    ],
+                    [
+                        [
+                            name,
+                            f"{d['rank']:g}",
+                            fmt_value(d.get("accuracy_ff")),
+                            fmt_value(d.get("accuracy_rec")),
+                            fmt_value(d.get("train_seconds")),
+                            fmt_value(d.get("memory_mib")),
+                        ]
+                        for name, d in v.per_rule.items()
+                    ],
+                )
+            )
+    return blocks
+
+
 def build_blocks(records: StudyRecords, out: Path) -> tuple[list[Block], list[Verdict]]:
     m = records.manifest
-    verdicts = [
-        c1_similarity(records),
-        c2_tradeoff(records.part("tradeoff")),
-        c3_recurrence(records.part("recurrence") + records.part("recurrence-sequential")),
-        c4_attacks(records.part("attacks")),
-    ]
-    verdicts = [reference_gate(v, records) for v in verdicts]
+    verdicts = [reference_gate(v, records) for v in all_verdicts(records)]
     parts = m.get("parts", {})
     ok = sum(r.ok for r in records.runs.values())
+    quick = bool(m.get("settings", {}).get("mode", {}).get("quick"))
     blocks: list[Block] = [
         Heading(f"spikebench study: {m['study']}", 1),
+        *summary_blocks(verdicts, quick),
         Para(
             f"{ok} of {len(records.runs)} runs completed; {len(records.failed)} failed; "
             f"{len(records.missing)} not run. Mode: "
             + ", ".join(f"{k} = {v}" for k, v in m["settings"]["mode"].items())
             + "."
         ),
-        Heading("Verdicts"),
-        Table(
-            ["claim", "statement", "verdict", "rule", "numbers"],
-            [
-                [v.claim, v.statement, f"**{v.status}**", v.rule, _numbers(v)]
-                for v in verdicts
-                if _claim_part(v.claim) & set(parts)
-            ],
-        ),
+        *verdict_blocks(verdicts, out),
     ]
     if "tradeoff" in parts:
         blocks += tradeoff_section(records.part("tradeoff"), out)
@@ -451,17 +573,11 @@ def build_blocks(records: StudyRecords, out: Path) -> tuple[list[Block], list[Ve
     return blocks, verdicts
 
 
-NOT_COMPUTED = "not computed"
-
-
 def reference_gate(verdict: Verdict, records: StudyRecords) -> Verdict:
     """A claim compared with bptt cannot be stated when a bptt run of its part is missing or corrupt, or
     when none of them completed: its verdict becomes "not computed", with the runs named. (A failed run
     is a result, listed as such; the others still decide.)"""
-    parts = _claim_part(verdict.claim)
-    if verdict.claim == "C3":
-        parts = parts | {"recurrence-sequential"}
-    keys = {k for p in parts for k in records.manifest.get("parts", {}).get(p, [])}
+    keys = {k for p in _claim_parts(verdict.claim) for k in records.manifest.get("parts", {}).get(p, [])}
     bptt = [records.runs[k] for k in keys if k in records.runs and records.runs[k].rule == "bptt"]
     missing = [r for r in bptt if r.status in ("missing", "corrupt")]
     if bptt and not any(r.ok for r in bptt):
@@ -469,12 +585,37 @@ def reference_gate(verdict: Verdict, records: StudyRecords) -> Verdict:
     if not missing:
         return verdict
     names = ", ".join(f"{r.label} seed {r.seed} ({r.status}: {r.reason})" for r in missing)
-    note = f"the bptt reference is not usable: {names}"
-    return Verdict(verdict.claim, verdict.statement, NOT_COMPUTED, verdict.rule, {"note": note})
+    reason = f"the bptt reference is not usable: {names}"
+    return Verdict(
+        verdict.claim,
+        verdict.statement,
+        NOT_COMPUTED,
+        verdict.test,
+        margin=verdict.margin,
+        reason=reason,
+        sentence=f"not computed: {reason}",
+    )
 
 
-def _claim_part(claim: str) -> set[str]:
-    return {"C1": {"similarity"}, "C2": {"tradeoff"}, "C3": {"recurrence"}, "C4": {"attacks"}}[claim]
+def _claim_parts(claim: str) -> set[str]:
+    return {
+        "C1": {"similarity"},
+        "C2": {"tradeoff"},
+        "C3": {"recurrence", "recurrence-sequential", "recurrence-matched"},
+        "C4.i": {"attacks"},
+        "C4.ii": {"attacks"},
+    }[claim]
+
+
+def _finite(x):
+    """``x`` with every non-finite float replaced by None (JSON has no nan or infinity)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
 
 
 def _write(path: Path, text: str) -> None:
@@ -494,5 +635,5 @@ def build_report(study_dir: Path, formats: tuple[str, ...] = ("md", "html")) -> 
     if "html" in formats:
         paths["html"] = out / "report.html"
         _write(paths["html"], to_html(blocks, f"spikebench: {records.manifest['study']}"))
-    _write(out / "verdicts.json", json.dumps([vars(v) for v in verdicts], indent=2) + "\n")
+    _write(out / "verdicts.json", json.dumps([_finite(vars(v)) for v in verdicts], indent=2) + "\n")
     return paths

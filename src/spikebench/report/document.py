@@ -53,9 +53,15 @@ def to_markdown(blocks: list[Block], base: Path) -> str:
 
 
 def _inline(text: str) -> str:
-    """Escape, then render the one Markdown emphasis the report uses: **bold**."""
-    parts = html.escape(text).split("**")
-    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+    """Escape, then render the Markdown the report uses: `code` and **bold** (none inside code)."""
+    out = []
+    for i, chunk in enumerate(html.escape(text).split("`")):
+        if i % 2:
+            out.append(f"<code>{chunk}</code>")
+        else:
+            parts = chunk.split("**")
+            out.append("".join(f"<b>{p}</b>" if j % 2 else p for j, p in enumerate(parts)))
+    return "".join(out)
 
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}

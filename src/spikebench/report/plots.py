@@ -99,3 +99,36 @@ def attack_bars(runs: list[RunRecord], attacks: list[str], path: Path) -> Path |
     ax.set(ylabel="accuracy (mean over eps)", title="accuracy under attack, by gradient source")
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def forest(
+    title: str,
+    rows: list[tuple[str, float, float, float]],
+    pooled: tuple[float, float, float] | None,
+    path: Path,
+    null: float = 0.0,
+    margin: float | None = None,
+    xlabel: str = "effect",
+) -> Path | None:
+    """A forest plot: one point with its 95% CI bar per row (``label, effect, lo, hi``), the pooled effect as
+    a diamond at the bottom, the null as a vertical line and the equivalence margin as a shaded band.
+    Written as PNG and, beside it, SVG; returns the PNG's path."""
+    if not rows:
+        return None
+    labels = [r[0] for r in rows] + (["pooled"] if pooled else [])
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(labels) + 1.4))
+    y = list(range(len(labels)))[::-1]
+    if margin is not None:
+        ax.axvspan(null - margin, null + margin, color="0.9", label=f"margin ±{margin:g}")
+    ax.axvline(null, color="0.4", lw=1, ls=":", label=f"null ({null:g})")
+    for yi, (_, m, lo, hi) in zip(y, rows, strict=False):
+        ax.errorbar([m], [yi], xerr=[[m - lo], [hi - m]], fmt="o", color="C0", capsize=3)
+    if pooled:
+        m, lo, hi = pooled
+        ax.errorbar([m], [y[-1]], xerr=[[m - lo], [hi - m]], fmt="D", color="C3", capsize=4, ms=8)
+    ax.set_yticks(y, labels)
+    ax.set(xlabel=xlabel, title=title, ylim=(-0.8, len(labels) - 0.2))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".svg"))
+    return _save(fig, path)

@@ -1,28 +1,58 @@
-"""A verdict for each of the paper's claims, computed from records by a stated rule.
+"""A verdict for each of the paper's claims, decided from records by a stated test.
 
-Each function returns a :class:`Verdict`: ``supported``, ``not supported`` or ``inconclusive``, the
-rule that decided it (as text, shown in the report), and the numbers behind it. Rules are fixed in
-advance and deliberately simple; thresholds are named constants.
+Every claim is a pooled effect with a 95% confidence interval over seeds (the unit of replication) and a
+stated margin. The decision is the same for all claims:
+
+- **supported**: the interval excludes the null in the claimed direction and the claim's controls hold;
+- **not supported**: the interval lies on the other side, or inside the equivalence margin (so "no effect"
+  is a finding with a margin);
+- **inconclusive**: otherwise, with ``decide`` naming the number of seeds at which a paired t-test would
+  reach 80% power for an effect the size of the margin, at the observed spread;
+- **not computed**: the records the claim needs are absent (``reason`` says which).
+
+Fewer than two seeds never decides a claim. Margins are the named constants below.
 """
 
 from __future__ import annotations
 
-import statistics
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from spikebench.report.records import RunRecord, StudyRecords, group
+import numpy as np
+from scipy import stats as st
 
-SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
+from spikebench.analysis import stats
+from spikebench.report.records import RunRecord, StudyRecords
 
-#: C1: mean final-epoch CKA (last hidden layer) with the bptt run above which similarity is supported
-C1_CKA_HIGH, C1_CKA_LOW = 0.5, 0.3
-#: C2: Spearman correlation between locality rank and accuracy at or below which the trade-off holds
-C2_RHO = -0.5
-#: C3 / C4: share of rules that must agree in sign
-AGREE = 2 / 3
-#: C4: difference of the (gradient-free minus gradient) accuracy gap between local rules and bptt
-C4_GAP = 0.05
+SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_COMPUTED = (
+    "supported",
+    "not supported",
+    "inconclusive",
+    "not computed",
+)
+
+#: C1: the similarity index (0 = untrained floor, 1 = bptt-vs-bptt ceiling) must exceed 1 - this margin
+C1_MARGIN = 0.1
+#: C2: Spearman rho between locality rank and accuracy inside +-this margin counts as no trade-off
+C2_MARGIN = 0.2
+#: C3: recurrent minus feed-forward robust accuracy inside +-this margin counts as no effect
+C3_MARGIN = 0.01
+#: C4: accuracy differences (rule-source overestimate; gap difference) inside +-this margin count as none
+C4_MARGIN = 0.02
+#: significance level of every test, after Holm's correction where there is a family
+ALPHA = 0.05
+#: power at which ``decide`` sizes a study
+POWER = 0.8
+#: bootstrap replicates for every interval
+N_BOOT = 4000
+#: the command whose size decides the claims that a small study cannot
+DECIDING_COMMAND = "spikebench study all --seeds 8"
+
+#: gradient-based and gradient-free attack stems (by name before the first "-"); noise is no attack
+GRADIENT_ATTACKS = ("pgd", "apgd", "fgsm")
+GRADIENT_FREE_ATTACKS = ("square", "nes", "spsa")
 
 
 @dataclass
@@ -30,175 +60,677 @@ class Verdict:
     claim: str
     statement: str
     status: str
-    rule: str
-    numbers: dict[str, Any] = field(default_factory=dict)
+    test: str
+    effect: float | None = None
+    ci95: list[float] | None = None
+    p: float | None = None
+    n: dict[str, Any] = field(default_factory=dict)
+    margin: float | None = None
+    controls: dict[str, Any] = field(default_factory=dict)
+    per_rule: dict[str, Any] = field(default_factory=dict)
+    sentence: str = ""
+    decide: str | None = None
+    reason: str | None = None
 
 
-def spearman(xs: list[float], ys: list[float]) -> float | None:
-    """Spearman rank correlation (average ranks for ties); None when undefined."""
-    if len(xs) < 3:
+# ---------------------------------------------------------------- helpers on records
+
+
+def is_online(locality: dict[str, Any]) -> bool:
+    """An online rule: temporal credit ``online`` (forward in time, no unroll)."""
+    return str(locality.get("temporal", "")).startswith("online")
+
+
+def has_weight_transport(locality: dict[str, Any]) -> bool:
+    """Whether the rule sends errors back through the transposed forward weights."""
+    wt = locality.get("weight_transport")
+    return wt if isinstance(wt, bool) else str(wt).strip().lower().startswith("yes")
+
+
+def _family(stem: str) -> str:
+    return stem.split("-", 1)[0].split("@", 1)[0]
+
+
+def _rows(run: RunRecord, stem: str) -> dict[float, dict[str, Any]]:
+    rec = run.attacks.get(stem) or {}
+    return {float(r["eps"]): r for r in rec.get("records", []) if not r.get("sanity")}
+
+
+def worst_case(run: RunRecord, stems: Iterable[str]) -> float | None:
+    """Robust accuracy under the strongest of ``stems``: at each eps all of them share, the share of samples
+    correct under every attack (AND of the ``correct`` strings), or, where a record lacks ``correct``, the
+    lowest accuracy (an upper bound of the per-sample worst case); averaged over those eps."""
+    rows = [_rows(run, s) for s in stems]
+    rows = [r for r in rows if r]
+    if not rows:
         return None
-
-    def ranks(v: list[float]) -> list[float]:
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        r = [0.0] * len(v)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2
-            i = j + 1
-        return r
-
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = statistics.fmean(rx), statistics.fmean(ry)
-    sx = sum((a - mx) ** 2 for a in rx) ** 0.5
-    sy = sum((b - my) ** 2 for b in ry) ** 0.5
-    if sx == 0 or sy == 0:
+    eps = set.intersection(*(set(r) for r in rows))
+    if not eps:
         return None
-    return sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True)) / (sx * sy)
+    vals = []
+    for e in sorted(eps):
+        recs = [r[e] for r in rows]
+        strings = [r.get("correct") for r in recs]
+        if all(isinstance(c, str) and c for c in strings) and len({len(c) for c in strings}) == 1:
+            both = [all(c[i] == "1" for c in strings) for i in range(len(strings[0]))]
+            vals.append(sum(both) / len(both))
+        else:
+            vals.append(min(float(r["accuracy"]) for r in recs))
+    return float(np.mean(vals))
 
 
-def _mean(values: list[float]) -> float | None:
-    return statistics.fmean(values) if values else None
+def _stems(run: RunRecord, families: tuple[str, ...]) -> set[str]:
+    return {s for s in run.attacks if _family(s) in families}
 
 
-def c1_similarity(records: StudyRecords) -> Verdict:
-    statement = "Learning methods of varying locality share similarities during training."
-    rule = (
-        f"supported if the mean final-epoch linear CKA of the last hidden layer between each rule and bptt "
-        f"is >= {C1_CKA_HIGH} and every rule's mean gradient-alignment cosine with bptt is > 0; not supported "
-        f"if that mean CKA is < {C1_CKA_LOW} or some rule's mean cosine is <= 0; inconclusive otherwise."
-    )
-    cka = records.analyses.get("cka_reference") or {}
-    align = records.analyses.get("alignment_summary") or {}
-    per_rule = {r: v for r, v in (cka.get("final_last_layer") or {}).items() if r != "bptt"}
-    cos = {r: v for r, v in (align.get("mean_cosine") or {}).items() if r != "bptt"}
-    numbers = {"cka_with_bptt": per_rule, "mean_cosine": cos}
-    if not per_rule or not cos:
-        return Verdict(
-            "C1", statement, INCONCLUSIVE, rule, {**numbers, "note": "no CKA or alignment records"}
+def _seed_groups(values: dict[str, dict[int, float]]) -> dict[str, list[float]]:
+    return {k: [v[s] for s in sorted(v)] for k, v in values.items() if v}
+
+
+def _n_seeds(values: dict[str, dict[int, float]]) -> int:
+    seeds = [len(v) for v in values.values() if v]
+    return min(seeds) if seeds else 0
+
+
+def _per_seed_pooled(values: dict[str, dict[int, float]]) -> list[float]:
+    """The pooled effect seed by seed (mean over groups holding that seed): its spread sizes ``decide``."""
+    seeds = sorted({s for v in values.values() for s in v})
+    return [float(np.mean([v[s] for v in values.values() if s in v])) for s in seeds]
+
+
+def _decide_text(sd: float, margin: float, seeds: int) -> str:
+    if seeds < 2 or not math.isfinite(sd):
+        return f"at least 2 seeds are needed to estimate the spread; run `{DECIDING_COMMAND}`"
+    if sd <= 0:
+        return (
+            f"the {seeds} seeds agree exactly, so the spread cannot size the study; at n seeds the smallest "
+            "two-sided sign-flip p of one rule is 2/2^n, before Holm's correction"
         )
-    mean_cka = statistics.fmean(per_rule.values())
-    numbers["mean_cka"] = mean_cka
-    if mean_cka >= C1_CKA_HIGH and all(v > 0 for v in cos.values()):
-        status = SUPPORTED
-    elif mean_cka < C1_CKA_LOW or any(v <= 0 for v in cos.values()):
-        status = NOT_SUPPORTED
+    n = stats.required_n(margin, sd, ALPHA, POWER)
+    mde = stats.minimum_detectable_effect(sd, seeds, ALPHA, POWER)
+    return (
+        f"about {n} seeds would detect an effect of {margin:g} at {POWER:.0%} power (paired t, observed "
+        f"seed-to-seed sd {sd:.3g}); at {seeds} seeds the minimum detectable effect is {mde:.3g}"
+    )
+
+
+def _status(
+    lo: float,
+    hi: float,
+    seeds: int,
+    margin: float,
+    direction: int,
+    null: float = 0.0,
+    controls_ok: bool = True,
+) -> str:
+    """The decision rule of the module docstring; ``direction`` +1 / -1 for a one-directional claim, 0 for
+    "differs"; ``null`` the value the claim is tested against."""
+    if seeds < 2:
+        return INCONCLUSIVE
+    lo, hi = lo - null, hi - null
+    if direction == 0:
+        excluded = lo > 0 or hi < 0
+        against = False
     else:
-        status = INCONCLUSIVE
-    return Verdict("C1", statement, status, rule, numbers)
+        excluded = direction * (lo if direction > 0 else hi) > 0
+        against = direction * (hi if direction > 0 else lo) < 0
+    if excluded and controls_ok:
+        return SUPPORTED
+    if against or (-margin < lo and hi < margin):
+        return NOT_SUPPORTED
+    return INCONCLUSIVE
+
+
+def _group_test(
+    values: dict[str, dict[int, float]], alternative: str = "two-sided"
+) -> tuple[dict[str, dict[str, Any]], float, float, float]:
+    """Per group: mean, seed-bootstrap CI, sign-flip p and Holm-adjusted p; and the hierarchical pooled
+    effect with its CI."""
+    groups = _seed_groups(values)
+    per: dict[str, dict[str, Any]] = {}
+    ps = []
+    for name, xs in groups.items():
+        lo, hi = stats.bootstrap_ci(xs, method="percentile", n_boot=N_BOOT)
+        p = stats.sign_flip_p(xs, alternative) if len(xs) >= 2 else 1.0
+        ps.append(p)
+        per[name] = {
+            "effect": float(np.mean(xs)),
+            "ci95": [lo, hi],
+            "p": p,
+            "seeds": len(xs),
+            "values": [float(x) for x in xs],
+        }
+    if ps:
+        for name, adj in zip(per, stats.holm(ps), strict=True):
+            per[name]["p_holm"] = float(adj)
+    est, lo, hi = _pooled(values)
+    return per, est, lo, hi
+
+
+def _pooled(values: dict[str, dict[int, float]]) -> tuple[float, float, float]:
+    """Pooled effect over groups with its CI: rules and seeds resampled, seeds jointly across rules."""
+    seeds = sorted({s for v in values.values() for s in v})
+    matrix = [[v.get(s, math.nan) for s in seeds] for v in values.values() if v]
+    return stats.crossed_bootstrap(matrix, n_boot=N_BOOT)
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.3f}"
+
+
+def _not_computed(claim: str, statement: str, test: str, reason: str, margin: float) -> Verdict:
+    return Verdict(
+        claim,
+        statement,
+        NOT_COMPUTED,
+        test,
+        margin=margin,
+        reason=reason,
+        sentence=f"not computed: {reason}",
+    )
+
+
+# ---------------------------------------------------------------- C1
+
+
+C1_STATEMENT = "Learning methods of varying locality share similarities during training."
+C1_TEST = (
+    "similarity index per rule and seed = (CKA(rule, bptt of another seed) - floor) / (ceiling - floor), "
+    "last hidden layer, last epoch; ceiling: bptt against bptt of another seed; floor: the untrained network "
+    "against trained bptt of another seed. A rule whose accuracy is not above chance (one-sided exact "
+    f"binomial, p < {ALPHA}) counts as index 0. Pooled over rules by a hierarchical bootstrap (rules, then "
+    f"seeds jointly across rules); supported if the 95% CI's lower bound exceeds 1 - {C1_MARGIN}, not supported if its upper "
+    "bound is below it."
+)
+
+
+def c1_similarity(controls: dict[str, Any] | None, n_test: int | None = None) -> Verdict:
+    """C1 from ``analysis/similarity_controls.json`` (``controls``); ``n_test``: test samples behind each
+    accuracy, for the above-chance gate (the gate is not applied when unknown)."""
+    if not controls or not controls.get("cka"):
+        return _not_computed("C1", C1_STATEMENT, C1_TEST, "no similarity controls", C1_MARGIN)
+    layer = (controls.get("layers") or [max(r["layer"] for r in controls["cka"])])[-1]
+    rows = [r for r in controls["cka"] if r["layer"] == layer]
+    last: dict[tuple[str, str, int], tuple[int, float]] = {}
+    for r in rows:
+        k = (r["kind"], r["rule"], int(r["seed"]))
+        if k not in last or r["epoch"] > last[k][0]:
+            last[k] = (r["epoch"], float(r["value"]))
+    ceiling = {s: v for (kind, _, s), (_, v) in last.items() if kind == "ceiling"}
+    floor = {s: v for (kind, _, s), (_, v) in last.items() if kind == "floor"}
+    if not ceiling or not floor:
+        return _not_computed(
+            "C1",
+            C1_STATEMENT,
+            C1_TEST,
+            "the controls lack a ceiling (bptt against bptt of another seed: train at least 2 seeds) "
+            "or a floor (an untrained network)",
+            C1_MARGIN,
+        )
+    c_mean, f_mean = float(np.mean(list(ceiling.values()))), float(np.mean(list(floor.values())))
+    chance = float(controls.get("chance", 0.1))
+    accuracy = controls.get("accuracy") or {}
+    index: dict[str, dict[int, float]] = {}
+    gated: dict[str, list[int]] = {}
+    degenerate = []
+    for (kind, rule, s), (_, v) in sorted(last.items()):
+        if kind != "rule" or rule == "bptt":
+            continue
+        c, f = ceiling.get(s, c_mean), floor.get(s, f_mean)
+        if c - f <= 1e-6:
+            degenerate.append(s)
+            continue
+        acc = (accuracy.get(rule) or {}).get(str(s))
+        at_chance = (
+            n_test is not None
+            and acc is not None
+            and stats.above_chance_p(round(acc * n_test), n_test, chance) >= ALPHA
+        )
+        if at_chance:
+            gated.setdefault(rule, []).append(s)
+        index.setdefault(rule, {})[s] = 0.0 if at_chance else (v - f) / (c - f)
+    if not index:
+        reason = "ceiling and floor coincide" if degenerate else "no rule compared with bptt"
+        return _not_computed("C1", C1_STATEMENT, C1_TEST, reason, C1_MARGIN)
+    seeds = _n_seeds(index)
+    per, est, lo, hi = _group_test(index)
+    for rule, d in per.items():
+        d["at_chance_seeds"] = gated.get(rule, [])
+        d["accuracy"] = {k: float(v) for k, v in (accuracy.get(rule) or {}).items()}
+    align = {}
+    for r in controls.get("alignment") or []:
+        if r.get("reference") == "bptt" and r["layer"] == layer:
+            align.setdefault(r["rule"], []).append((float(r["cosine"]), float(r["random_baseline"])))
+    for rule, xs in align.items():
+        if rule in per:
+            per[rule]["gradient_cosine"] = float(np.mean([c for c, _ in xs]))
+            per[rule]["random_baseline"] = float(np.mean([b for _, b in xs]))
+    controls_out = {
+        "ceiling": c_mean,
+        "floor": f_mean,
+        "ceiling_minus_floor": c_mean - f_mean,
+        "layer": layer,
+        "rules_at_chance": sorted(gated),
+        "compared_with_other_seeds": True,
+    }
+    status = _status(lo, hi, seeds, C1_MARGIN, +1, null=1 - C1_MARGIN)
+    sd = float(np.std(_per_seed_pooled(index), ddof=1)) if seeds >= 2 else math.nan
+    n_above = sum(1 for d in per.values() if d["ci95"][0] > 1 - C1_MARGIN)
+    v = Verdict(
+        "C1",
+        C1_STATEMENT,
+        status,
+        C1_TEST,
+        est,
+        [lo, hi],
+        None,
+        {"rules": len(per), "seeds": seeds},
+        C1_MARGIN,
+        controls_out,
+        per,
+    )
+    v.sentence = (
+        f"similarity index {est:.2f} [{lo:.2f}, {hi:.2f}] between the untrained floor (CKA {f_mean:.3f}) and "
+        f"the bptt ceiling (CKA {c_mean:.3f}); {n_above} of {len(per)} rules above {1 - C1_MARGIN:g}"
+        + (f"; at chance: {', '.join(sorted(gated))}" if gated else "")
+    )
+    if status == INCONCLUSIVE:
+        v.decide = _decide_text(sd, C1_MARGIN, seeds)
+    return v
+
+
+# ---------------------------------------------------------------- C2
+
+
+C2_STATEMENT = "Learning methods trade biological plausibility (locality) against performance."
+C2_TEST = (
+    "Spearman rho between the rules' derived locality rank and their mean test accuracy, for feed-forward "
+    "and recurrent networks; p: exact permutation over orderings (one-sided, rho < 0), Holm over the two; "
+    "CI: bootstrap over seeds of the mean rho. Supported if the CI's upper bound is below 0 and both "
+    f"Holm-adjusted p < {ALPHA}; not supported if the CI lies above 0 or inside +-{C2_MARGIN}."
+)
 
 
 def c2_tradeoff(runs: list[RunRecord]) -> Verdict:
-    statement = "Learning methods trade biological plausibility (locality) against performance."
-    rule = (
-        f"for feed-forward and recurrent networks separately, the Spearman correlation rho between the rules' "
-        f"locality rank and their mean test accuracy; supported if rho <= {C2_RHO} for both, not supported if "
-        f"rho >= 0 for both, inconclusive otherwise."
+    ok = [r for r in runs if r.ok]
+    archs: dict[bool, dict[str, dict[int, float]]] = {}
+    ranks: dict[str, float] = {}
+    cost: dict[str, dict[str, list[float]]] = {}
+    for r in ok:
+        archs.setdefault(r.recurrent, {}).setdefault(r.rule, {})[r.seed] = float(r.summary["test_accuracy"])
+        ranks[r.rule] = float(r.summary["locality"]["rank"])
+        c = cost.setdefault(r.rule, {"train_seconds": [], "memory_mib": []})
+        c["train_seconds"].append(float(r.summary.get("train_seconds", math.nan)))
+        mem = r.summary.get("peak_batch_tensor_bytes") or r.summary.get("peak_memory_bytes")
+        if mem is not None:
+            c["memory_mib"].append(mem / 2**20)
+    archs = {a: rules for a, rules in archs.items() if len(rules) >= 3}
+    if not archs:
+        return _not_computed("C2", C2_STATEMENT, C2_TEST, "fewer than 3 rules with completed runs", C2_MARGIN)
+    seeds = sorted(set.intersection(*(set(s) for rules in archs.values() for s in rules.values())))
+    if not seeds:
+        return _not_computed("C2", C2_STATEMENT, C2_TEST, "no seed shared by every rule", C2_MARGIN)
+
+    def rhos(chosen: list[int]) -> list[float]:
+        out = []
+        for rules in archs.values():
+            names = sorted(rules)
+            acc = [np.mean([rules[n][s] for s in chosen]) for n in names]
+            out.append(stats.spearman([ranks[n] for n in names], acc))
+        return out
+
+    observed = rhos(seeds)
+    per_arch = {}
+    ps = []
+    for (rec, rules), rho in zip(archs.items(), observed, strict=True):
+        names = sorted(rules)
+        acc = [float(np.mean([rules[n][s] for s in seeds])) for n in names]
+        _, p = stats.spearman_test([ranks[n] for n in names], acc, "less")
+        ps.append(p)
+        per_arch["recurrent" if rec else "feed-forward"] = {"rho": rho, "p": p, "rules": len(names)}
+    for d, adj in zip(per_arch.values(), stats.holm(ps), strict=True):
+        d["p_holm"] = float(adj)
+    est = float(np.mean(observed))
+    lo, hi = _rho_bootstrap(archs, ranks, seeds) if len(seeds) > 1 else (est, est)
+    p_all = max(d["p_holm"] for d in per_arch.values())
+    status = _status(lo, hi, len(seeds), C2_MARGIN, -1)
+    if status == SUPPORTED and p_all >= ALPHA:
+        status = INCONCLUSIVE
+    per_rule = {}
+    for name in sorted(ranks, key=lambda n: ranks[n]):
+        per_rule[name] = {
+            "rank": ranks[name],
+            **{
+                ("accuracy_rec" if rec else "accuracy_ff"): float(np.mean([rules[name][s] for s in seeds]))
+                for rec, rules in archs.items()
+                if name in rules
+            },
+            "train_seconds": float(np.nanmean(cost[name]["train_seconds"])),
+            "memory_mib": float(np.mean(cost[name]["memory_mib"])) if cost[name]["memory_mib"] else None,
+        }
+    v = Verdict(
+        "C2",
+        C2_STATEMENT,
+        status,
+        C2_TEST,
+        est,
+        [lo, hi],
+        p_all,
+        {"rules": len(ranks), "seeds": len(seeds), "architectures": len(archs)},
+        C2_MARGIN,
+        {"architectures": per_arch},
+        per_rule,
     )
-    numbers: dict[str, Any] = {}
-    rhos = []
-    for recurrent in (False, True):
-        by_rule = group([r for r in runs if r.ok and r.recurrent == recurrent], lambda r: r.rule)
-        if len(by_rule) < 3:
+    v.sentence = (
+        f"Spearman rho of locality rank and accuracy {est:+.2f} [{lo:+.2f}, {hi:+.2f}], "
+        + ", ".join(f"{a} {d['rho']:+.2f} (p {d['p_holm']:.2g} Holm)" for a, d in per_arch.items())
+    )
+    if status == INCONCLUSIVE:
+        # per-seed rho of the mean, its spread sizes the study
+        per_seed = [float(np.mean(rhos([s]))) for s in seeds]
+        sd = float(np.nanstd(per_seed, ddof=1)) if len(seeds) >= 2 else math.nan
+        v.decide = _decide_text(sd, C2_MARGIN, len(seeds))
+    return v
+
+
+def _rho_bootstrap(
+    archs: dict[bool, dict[str, dict[int, float]]], ranks: dict[str, float], seeds: list[int]
+) -> tuple[float, float]:
+    """Percentile CI of the mean (over architectures) Spearman rho, resampling seeds jointly."""
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(seeds), size=(N_BOOT, len(seeds)))
+    per_arch = []
+    for rules in archs.values():
+        names = sorted(rules)
+        acc = np.array([[rules[n][s] for s in seeds] for n in names])  # rules x seeds
+        means = acc[:, idx].mean(axis=2).T  # replicates x rules
+        rx = st.rankdata([ranks[n] for n in names])
+        ry = st.rankdata(means, axis=1)
+        rx, ry = rx - rx.mean(), ry - ry.mean(axis=1, keepdims=True)
+        den = np.sqrt((rx**2).sum() * (ry**2).sum(axis=1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_arch.append((ry @ rx) / den)
+    boots = np.mean(per_arch, axis=0)
+    boots = boots[np.isfinite(boots)]
+    if boots.size == 0:
+        return math.nan, math.nan
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+# ---------------------------------------------------------------- C3
+
+
+C3_STATEMENT = "Adding explicit recurrent weights to an SNN makes it more robust."
+C3_TEST = (
+    "paired difference (recurrent - feed-forward) per rule, dataset and seed of the robust accuracy under "
+    "the per-sample worst case over every gradient and gradient-free attack both networks faced (mean over "
+    "eps); pooled by a hierarchical bootstrap (rules, then seeds jointly across rules); per rule a two-sided sign-flip test with "
+    "Holm. Control: the feed-forward twin with about the recurrent network's parameter count; supported if "
+    "the pooled CI lies above 0 for recurrent - feed-forward and for recurrent - parameter-matched; not "
+    f"supported if either lies below 0 or inside +-{C3_MARGIN}."
+)
+
+
+def _pair_differences(
+    a_runs: list[RunRecord], b_runs: list[RunRecord], what: str = "robust"
+) -> dict[str, dict[int, float]]:
+    """``a - b`` per "rule (dataset)" and seed, robust accuracy under the attacks both faced (or clean)."""
+    a_by = {(r.dataset, r.rule, r.seed): r for r in a_runs if r.ok}
+    out: dict[str, dict[int, float]] = {}
+    for b in b_runs:
+        a = a_by.get((b.dataset, b.rule, b.seed))
+        if not b.ok or a is None:
             continue
-        ranks = [rs[0].summary["locality"]["rank"] for rs in by_rule.values()]
-        accs = [statistics.fmean(r.summary["test_accuracy"] for r in rs) for rs in by_rule.values()]
-        rho = spearman(ranks, accs)
-        numbers["rho_recurrent" if recurrent else "rho_feedforward"] = rho
-        numbers["accuracy_recurrent" if recurrent else "accuracy_feedforward"] = dict(
-            zip(by_rule, accs, strict=True)
+        if what == "clean":
+            x, y = float(a.summary["test_accuracy"]), float(b.summary["test_accuracy"])
+        else:
+            families = GRADIENT_ATTACKS + GRADIENT_FREE_ATTACKS
+            common = _stems(a, families) & _stems(b, families)
+            x, y = worst_case(a, common), worst_case(b, common)
+            if x is None or y is None:
+                continue
+        out.setdefault(f"{b.rule} ({b.dataset})", {})[b.seed] = x - y
+    return out
+
+
+def c3_recurrence(runs: list[RunRecord], matched: list[RunRecord] | None = None) -> Verdict:
+    """C3 from the feed-forward/recurrent pairs of ``runs`` and the parameter-matched feed-forward twins."""
+    ff = [r for r in runs if r.ok and not r.recurrent]
+    rec = [r for r in runs if r.ok and r.recurrent]
+    diffs = _pair_differences(rec, ff)
+    if not diffs:
+        return _not_computed("C3", C3_STATEMENT, C3_TEST, "no paired attack records", C3_MARGIN)
+    seeds = _n_seeds(diffs)
+    per, est, lo, hi = _group_test(diffs)
+    clean = _pair_differences(rec, ff, "clean")
+    for k, d in per.items():
+        if clean.get(k):
+            d["clean_difference"] = float(np.mean(list(clean[k].values())))
+    c_est, c_lo, c_hi = _pooled(clean) if clean else (math.nan, math.nan, math.nan)
+    controls: dict[str, Any] = {"clean_difference": {"effect": c_est, "ci95": [c_lo, c_hi]}}
+    matched_diffs = _pair_differences(rec, [r for r in matched or [] if r.ok])
+    if matched_diffs:
+        m_per, m_est, m_lo, m_hi = _group_test(matched_diffs)
+        for k, d in m_per.items():
+            if k in per:
+                per[k]["minus_matched"] = d["effect"]
+        twins = [r for r in matched or [] if r.ok]
+        controls["parameter_matched"] = {
+            "effect": m_est,
+            "ci95": [m_lo, m_hi],
+            "parameters_ff": _mean_params(ff),
+            "parameters_rec": _mean_params(rec),
+            "parameters_matched": _mean_params(twins),
+        }
+        m_status = _status(m_lo, m_hi, _n_seeds(matched_diffs), C3_MARGIN, +1)
+    else:
+        controls["parameter_matched"] = None
+        m_status = INCONCLUSIVE
+    status = _status(lo, hi, seeds, C3_MARGIN, +1, controls_ok=m_status == SUPPORTED)
+    if status == SUPPORTED and not matched_diffs:
+        status = INCONCLUSIVE
+    if status != NOT_SUPPORTED and m_status == NOT_SUPPORTED and seeds >= 2:
+        status = NOT_SUPPORTED  # recurrence does no better than the same number of feed-forward parameters
+    positive = sum(1 for d in per.values() if d["effect"] > 0 and d.get("p_holm", 1.0) < ALPHA)
+    v = Verdict(
+        "C3",
+        C3_STATEMENT,
+        status,
+        C3_TEST,
+        est,
+        [lo, hi],
+        float(stats.sign_flip_p(_per_seed_pooled(diffs))) if seeds >= 2 else None,
+        {"rules": len(per), "seeds": seeds, "samples": _attack_n(ff + rec)},
+        C3_MARGIN,
+        controls,
+        per,
+    )
+    v.sentence = (
+        f"recurrent minus feed-forward robust accuracy {_signed(est)} [{_signed(lo)}, {_signed(hi)}], "
+        f"{positive} of {len(per)} rules positive after Holm; clean accuracy {_signed(c_est)}"
+        + (
+            f"; recurrent minus parameter-matched {_signed(controls['parameter_matched']['effect'])} "
+            f"[{_signed(controls['parameter_matched']['ci95'][0])}, "
+            f"{_signed(controls['parameter_matched']['ci95'][1])}]"
+            if matched_diffs
+            else "; parameter-matched control not run"
         )
-        if rho is not None:
-            rhos.append(rho)
-    if not rhos:
-        status = INCONCLUSIVE
-    elif all(r <= C2_RHO for r in rhos):
-        status = SUPPORTED
-    elif all(r >= 0 for r in rhos):
-        status = NOT_SUPPORTED
-    else:
-        status = INCONCLUSIVE
-    return Verdict("C2", statement, status, rule, numbers)
-
-
-def robust_accuracy(run: RunRecord, attack: str) -> float | None:
-    """Accuracy under ``attack`` averaged over its eps sweep."""
-    curve = run.attack_curve(attack)
-    return statistics.fmean(curve.values()) if curve else None
-
-
-def c3_recurrence(runs: list[RunRecord], attack: str = "pgd-exact") -> Verdict:
-    statement = "Adding explicit recurrent weights to an SNN makes it more robust."
-    rule = (
-        f"for each rule and dataset, d = mean over seeds of (accuracy of the recurrent network - accuracy of the "
-        f"feed-forward network) under {attack}, averaged over the eps sweep (pairs share seed and data); supported if "
-        f"the mean d over rules is > 0 and at least {AGREE:.0%} of rules have d > 0; not supported if the mean d is "
-        f"< 0 and at least {AGREE:.0%} have d < 0; inconclusive otherwise."
     )
-    diffs: dict[str, list[float]] = {}
-    by_pair = group([r for r in runs if r.ok], lambda r: (r.dataset, r.rule, r.seed))
-    for (dataset, name, _seed), pair in by_pair.items():
-        ff = [robust_accuracy(r, attack) for r in pair if not r.recurrent]
-        rc = [robust_accuracy(r, attack) for r in pair if r.recurrent]
-        if ff and rc and ff[0] is not None and rc[0] is not None:
-            diffs.setdefault(f"{name} ({dataset})", []).append(rc[0] - ff[0])
-    d = {k: statistics.fmean(v) for k, v in diffs.items()}
-    spread = {k: (statistics.stdev(v) if len(v) > 1 else 0.0) for k, v in diffs.items()}
-    numbers: dict[str, Any] = {
-        "difference": d,
-        "std_over_seeds": spread,
-        "seeds": {k: len(v) for k, v in diffs.items()},
-    }
-    if not d:
-        return Verdict("C3", statement, INCONCLUSIVE, rule, {**numbers, "note": "no paired attack records"})
-    mean_d = statistics.fmean(d.values())
-    numbers["mean_difference"] = mean_d
-    pos = sum(v > 0 for v in d.values()) / len(d)
-    neg = sum(v < 0 for v in d.values()) / len(d)
-    if mean_d > 0 and pos >= AGREE:
-        status = SUPPORTED
-    elif mean_d < 0 and neg >= AGREE:
-        status = NOT_SUPPORTED
-    else:
-        status = INCONCLUSIVE
-    return Verdict("C3", statement, status, rule, numbers)
+    if status == INCONCLUSIVE:
+        sd = float(np.std(_per_seed_pooled(diffs), ddof=1)) if seeds >= 2 else math.nan
+        v.decide = _decide_text(sd, C3_MARGIN, seeds)
+        if not matched_diffs:
+            v.decide = "the parameter-matched control (study part recurrence-matched) is needed; " + v.decide
+    return v
 
 
-def c4_attacks(runs: list[RunRecord], local_rank: int = 3) -> Verdict:
-    statement = "Local learning methods behave differently under gradient-based and gradient-free attacks."
-    rule = (
-        f"gap = accuracy under the gradient-free Square attack - accuracy under exact-gradient PGD (eps sweep "
-        f"mean); supported if the mean gap of the online rules (locality rank >= {local_rank}) differs from bptt's "
-        f"by more than {C4_GAP} in the same direction for at least {AGREE:.0%} of them; not supported if every "
-        f"online rule's gap is within {C4_GAP / 2} of bptt's; inconclusive otherwise."
+def _mean_params(runs: list[RunRecord]) -> float | None:
+    ps = [r.summary["parameters"] for r in runs if r.ok and "parameters" in r.summary]
+    return float(np.mean(ps)) if ps else None
+
+
+def _attack_n(runs: list[RunRecord]) -> int | None:
+    for r in runs:
+        for rec in r.attacks.values():
+            for row in rec.get("records", []):
+                if isinstance(row.get("correct"), str):
+                    return len(row["correct"])
+            if "n" in rec:
+                return int(rec["n"])
+    return None
+
+
+# ---------------------------------------------------------------- C4
+
+
+C4_STATEMENT = "Local learning methods behave differently under gradient-based and gradient-free attacks."
+C4I_TEST = (
+    "(i) per rule without weight transport and seed: robust accuracy under PGD through the rule's own credit "
+    "path minus the per-sample worst case of exact-gradient and transfer PGD (mean over eps); pooled by a "
+    "hierarchical bootstrap; per rule a one-sided sign-flip test with Holm. Supported if the pooled CI lies "
+    f"above 0 (the rule path overestimates robustness); not supported if it lies below 0 or inside +-{C4_MARGIN}."
+)
+C4II_TEST = (
+    "(ii) per online rule and seed: (worst case over the gradient-free attacks - worst case over the "
+    "gradient attacks) minus bptt's gap at the same seed; pooled by a hierarchical bootstrap; per rule a "
+    "two-sided sign-flip test with Holm. Supported if the pooled CI excludes 0; not supported if it lies "
+    f"inside +-{C4_MARGIN}."
+)
+
+
+def c4_transport(runs: list[RunRecord]) -> Verdict:
+    """C4 (i): rule-source gradients overestimate the robustness of rules without weight transport."""
+    values: dict[str, dict[int, float]] = {}
+    for r in runs:
+        if not r.ok or has_weight_transport(r.summary["locality"]):
+            continue
+        rule_src = worst_case(r, [s for s in r.attacks if s.startswith("pgd-rule")])
+        ref = worst_case(r, [s for s in ("pgd-exact", "pgd-transfer") if s in r.attacks])
+        if rule_src is not None and ref is not None:
+            values.setdefault(f"{r.rule} ({r.dataset})", {})[r.seed] = rule_src - ref
+    claim = "C4.i"
+    if not values:
+        return _not_computed(
+            claim,
+            C4_STATEMENT,
+            C4I_TEST,
+            "no rule-source attack records of rules without weight transport",
+            C4_MARGIN,
+        )
+    return _c4_verdict(
+        claim, C4I_TEST, values, +1, "greater", "rule-path minus exact/transfer robust accuracy"
     )
-    gaps: dict[str, list[float]] = {}
+
+
+def c4_gap(runs: list[RunRecord]) -> Verdict:
+    """C4 (ii): the gradient-free minus gradient gap of online rules differs from bptt's."""
+    gaps: dict[tuple[str, str, int], float] = {}
+    online: dict[str, bool] = {}
     for r in runs:
         if not r.ok:
             continue
-        sq, pgd = robust_accuracy(r, "square"), robust_accuracy(r, "pgd-exact")
-        if sq is not None and pgd is not None:
-            gaps.setdefault(r.rule, []).append(sq - pgd)
-    gap = {k: statistics.fmean(v) for k, v in gaps.items()}
-    numbers: dict[str, Any] = {"gap": gap}
-    ranks = {r.rule: r.summary["locality"]["rank"] for r in runs if r.ok}
-    local = {k: v for k, v in gap.items() if ranks.get(k, 0) >= local_rank}
-    if "bptt" not in gap or not local:
-        return Verdict(
-            "C4", statement, INCONCLUSIVE, rule, {**numbers, "note": "missing bptt or online-rule records"}
+        free = worst_case(r, _stems(r, GRADIENT_FREE_ATTACKS))
+        grad = worst_case(r, _stems(r, GRADIENT_ATTACKS) - {s for s in r.attacks if "-rule" in s})
+        if free is not None and grad is not None:
+            gaps[(r.dataset, r.rule, r.seed)] = free - grad
+            online[r.rule] = is_online(r.summary["locality"])
+    values: dict[str, dict[int, float]] = {}
+    for (ds, rule, seed), g in gaps.items():
+        ref = gaps.get((ds, "bptt", seed))
+        if online.get(rule) and ref is not None:
+            values.setdefault(f"{rule} ({ds})", {})[seed] = g - ref
+    claim = "C4.ii"
+    if not values:
+        return _not_computed(
+            claim,
+            C4_STATEMENT,
+            C4II_TEST,
+            "no gradient-free and gradient records of bptt and an online rule",
+            C4_MARGIN,
         )
-    rel = {k: v - gap["bptt"] for k, v in local.items()}
-    numbers["gap_minus_bptt"] = rel
-    up = sum(v > C4_GAP for v in rel.values()) / len(rel)
-    down = sum(v < -C4_GAP for v in rel.values()) / len(rel)
-    if up >= AGREE or down >= AGREE:
-        status = SUPPORTED
-    elif all(abs(v) <= C4_GAP / 2 for v in rel.values()):
-        status = NOT_SUPPORTED
-    else:
-        status = INCONCLUSIVE
-    return Verdict("C4", statement, status, rule, numbers)
+    return _c4_verdict(claim, C4II_TEST, values, 0, "two-sided", "online-rule gap minus bptt's gap")
+
+
+def _c4_verdict(
+    claim: str, test: str, values: dict[str, dict[int, float]], direction: int, alternative: str, what: str
+) -> Verdict:
+    seeds = _n_seeds(values)
+    per, est, lo, hi = _group_test(values, alternative)
+    status = _status(lo, hi, seeds, C4_MARGIN, direction)
+    significant = sum(1 for d in per.values() if d.get("p_holm", 1.0) < ALPHA)
+    v = Verdict(
+        claim,
+        C4_STATEMENT,
+        status,
+        test,
+        est,
+        [lo, hi],
+        float(stats.sign_flip_p(_per_seed_pooled(values), alternative)) if seeds >= 2 else None,
+        {"rules": len(per), "seeds": seeds},
+        C4_MARGIN,
+        {},
+        per,
+    )
+    v.sentence = (
+        f"{what} {_signed(est)} [{_signed(lo)}, {_signed(hi)}], {significant} of {len(per)} rules "
+        f"significant after Holm"
+    )
+    if status == INCONCLUSIVE:
+        sd = float(np.std(_per_seed_pooled(values), ddof=1)) if seeds >= 2 else math.nan
+        v.decide = _decide_text(sd, C4_MARGIN, seeds)
+    return v
+
+
+# ---------------------------------------------------------------- all claims
+
+
+def n_test_samples(runs: Iterable[RunRecord]) -> int | None:
+    """Test samples behind the runs' accuracies (the smallest, if they differ)."""
+    ns = [int(r.summary["test_samples"]) for r in runs if r.ok and "test_samples" in r.summary]
+    return min(ns) if ns else None
+
+
+def all_verdicts(records: StudyRecords) -> list[Verdict]:
+    """Every claim's verdict, for the parts the study ran."""
+    parts = set(records.manifest.get("parts", {}))
+    out = []
+    if "similarity" in parts:
+        out.append(
+            c1_similarity(
+                records.analyses.get("similarity_controls"), n_test_samples(records.part("similarity"))
+            )
+        )
+    if "tradeoff" in parts:
+        out.append(c2_tradeoff(records.part("tradeoff")))
+    if "recurrence" in parts:
+        out.append(
+            c3_recurrence(
+                records.part("recurrence") + records.part("recurrence-sequential"),
+                records.part("recurrence-matched"),
+            )
+        )
+    if "attacks" in parts:
+        out += [c4_transport(records.part("attacks")), c4_gap(records.part("attacks"))]
+    return out
+
+
+__all__ = [
+    "ALPHA",
+    "C1_MARGIN",
+    "C2_MARGIN",
+    "C3_MARGIN",
+    "C4_MARGIN",
+    "INCONCLUSIVE",
+    "NOT_COMPUTED",
+    "NOT_SUPPORTED",
+    "SUPPORTED",
+    "Verdict",
+    "all_verdicts",
+    "c1_similarity",
+    "c2_tradeoff",
+    "c3_recurrence",
+    "c4_gap",
+    "c4_transport",
+    "worst_case",
+]

@@ -7,10 +7,13 @@ Each study turns a base config (defaults + the user's ``--set`` overrides) and a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from spikebench.config import Config, to_dict
+import torch
+
+from spikebench.config import Config, ModelConfig, to_dict
 from spikebench.registry import Registry
 from spikebench.rules import RULES
 from spikebench.studies.grid import expand
@@ -185,9 +188,52 @@ def similarity(plan: Plan, base: Config, mode: Mode) -> None:
     plan.add_runs("similarity", grid(base, mode, rule__name=rules(), model__recurrent=[False]))
 
 
+#: input features per step of the static datasets (the parameter-matched twin is sized from them)
+STATIC_FEATURES = {"fashion-mnist": 28 * 28, "mnist": 28 * 28, "digits": 8 * 8}
+
+
+def parameter_count(model: ModelConfig, n_in: int, n_classes: int = 10) -> int:
+    """Parameters of the dense network ``model`` builds for ``n_in`` input features (no weights drawn)."""
+    from spikebench.components import build_network
+
+    with torch.device("meta"):
+        net = build_network(model, (n_in,), n_classes)
+    return sum(p.numel() for p in net.parameters())
+
+
+def matched_hidden(model: ModelConfig, n_in: int, n_classes: int = 10) -> tuple[int, ...]:
+    """Hidden widths of a feed-forward twin with about the recurrent network's parameter count: every
+    hidden layer of ``model`` widened by one common factor, the closest integer widths."""
+    target = parameter_count(dataclasses.replace(model, recurrent=True), n_in, n_classes)
+
+    def widths(f: float) -> tuple[int, ...]:
+        return tuple(max(1, round(h * f)) for h in model.hidden)
+
+    def miss(w: tuple[int, ...]) -> int:
+        return (
+            parameter_count(dataclasses.replace(model, recurrent=False, hidden=w), n_in, n_classes) - target
+        )
+
+    lo, hi = 1.0, 4.0  # the count grows with the factor: bisect for the target
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if miss(widths(mid)) < 0 else (lo, mid)
+    return min((widths(lo), widths(hi)), key=lambda w: abs(miss(w)))
+
+
+def add_recurrence_attacks(plan: Plan, keys: list[str], mode: Mode) -> None:
+    """The attacks every network of the C3 study faces."""
+    add_gradient_attacks(plan, keys, mode, ("exact",))
+    for key in keys:
+        plan.jobs.append(AttackJob(key, "fgsm", mode.eps, "exact", None, n=mode.attack_n))
+    add_blackbox_attacks(plan, keys, mode, ("square", "gaussian-noise"))
+
+
 @STUDIES.register("recurrence")
 def recurrence(plan: Plan, base: Config, mode: Mode) -> None:
-    """C3: feed-forward vs recurrent under PGD/FGSM, Square and noise, on static and sequential data."""
+    """C3: feed-forward vs recurrent under PGD/FGSM, Square and noise, on static and sequential data; and a
+    feed-forward twin with about the recurrent network's parameter count on the static data (the control
+    that separates recurrence from parameter count)."""
     static = plan.add_runs("recurrence", grid(base, mode, rule__name=rules(), model__recurrent=[False, True]))
     seq_rules = list(mode.seq_rules) if mode.seq_rules else rules()
     seq_rules = [r for r in seq_rules if r in RULES]
@@ -202,11 +248,18 @@ def recurrence(plan: Plan, base: Config, mode: Mode) -> None:
             model__recurrent=[False, True],
         ),
     )
-    for keys in (static, sequential):
-        add_gradient_attacks(plan, keys, mode, ("exact",))
-        for key in keys:
-            plan.jobs.append(AttackJob(key, "fgsm", mode.eps, "exact", None, n=mode.attack_n))
-        add_blackbox_attacks(plan, keys, mode, ("square", "gaussian-noise"))
+    keys = [static, sequential]
+    n_in = STATIC_FEATURES.get(base.data.name)
+    if base.model.arch == "mlp" and n_in is not None:
+        hidden = list(matched_hidden(base.model, n_in))
+        keys.append(
+            plan.add_runs(
+                "recurrence-matched",
+                grid(base, mode, rule__name=rules(), model__recurrent=[False], model__hidden=[hidden]),
+            )
+        )
+    for k in keys:
+        add_recurrence_attacks(plan, k, mode)
 
 
 @STUDIES.register("attacks")
