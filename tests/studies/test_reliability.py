@@ -176,7 +176,7 @@ def test_report_flags_a_changed_tracking_record_and_refuses_the_verdict(fake_dat
     md = (study / "report" / "report.md").read_text()
     assert "Missing and corrupt records" in md and keys[0] in md and "alignment.jsonl" in md
     verdict = {v["claim"]: v for v in json.loads((study / "report" / "verdicts.json").read_text())}["C2"]
-    assert verdict["status"] == "not computed" and "bptt reference" in verdict["numbers"]["note"]
+    assert verdict["status"] == "not computed" and "bptt reference" in verdict["reason"]
 
 
 def test_corrupt_attack_record_is_left_out_and_named(tmp_path):

@@ -213,7 +213,9 @@ def test_c2_supported_not_supported_inconclusive():
 def test_c2_one_seed_never_decides():
     v = c2_tradeoff(tradeoff_runs(lambda k: 0.9 - 0.03 * k, seeds=(0,)))
     assert v.status == INCONCLUSIVE and "2 seeds" in v.decide
-    assert c2_tradeoff([run("bptt")]).status == NOT_COMPUTED
+    assert c2_tradeoff([]).status == NOT_COMPUTED
+    few = c2_tradeoff([run("bptt"), run("fa")])
+    assert few.status == INCONCLUSIVE and "3 rules" in few.decide
 
 
 # ---------------------------------------------------------------- C3

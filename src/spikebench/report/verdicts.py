@@ -364,9 +364,14 @@ def c2_tradeoff(runs: list[RunRecord]) -> Verdict:
         mem = r.summary.get("peak_batch_tensor_bytes") or r.summary.get("peak_memory_bytes")
         if mem is not None:
             c["memory_mib"].append(mem / 2**20)
+    if not archs:
+        return _not_computed("C2", C2_STATEMENT, C2_TEST, "no completed runs", C2_MARGIN)
     archs = {a: rules for a, rules in archs.items() if len(rules) >= 3}
     if not archs:
-        return _not_computed("C2", C2_STATEMENT, C2_TEST, "fewer than 3 rules with completed runs", C2_MARGIN)
+        v = Verdict("C2", C2_STATEMENT, INCONCLUSIVE, C2_TEST, margin=C2_MARGIN, n={"rules": len(ranks)})
+        v.sentence = f"a rank correlation needs at least 3 rules; {len(ranks)} completed"
+        v.decide = f"at least 3 rules (of different locality) with completed runs; run `{DECIDING_COMMAND}`"
+        return v
     seeds = sorted(set.intersection(*(set(s) for rules in archs.values() for s in rules.values())))
     if not seeds:
         return _not_computed("C2", C2_STATEMENT, C2_TEST, "no seed shared by every rule", C2_MARGIN)
