@@ -5,7 +5,11 @@
 - ``grad_alignment``: every ``train.track_every`` batches, on the batch about to be trained on and the
   current weights, the rule's update against the exact BPTT gradient per layer
   (:mod:`spikebench.analysis.alignment`), one JSON line per measurement in ``alignment.jsonl``:
-  ``{"step", "epoch", "layers": {layer: {"cosine", "norm_ratio", "rule_norm", "bptt_norm"}}}``;
+  ``{"step", "epoch", "layers": {layer: {"cosine", "norm_ratio", "rule_norm", "bptt_norm"}},
+  "objective"}``; ``objective`` names the rule's own objective (``sequence``: bptt's; ``per-step``: the
+  online rules'), and when it is not bptt's, ``"own"`` holds the same comparison with the exact gradient
+  of that objective (``bptt_norm`` then being that gradient's norm); ``sizes``: parameters per layer
+  (the dimension of each cosine);
 - ``fisher``: trace of the empirical Fisher information per layer and time prefix on the first
   ``train.fisher_size`` test samples (:mod:`spikebench.analysis.fisher`) before training and after every
   epoch, one JSON line per epoch in ``fisher.jsonl``: ``{"epoch", "samples", "total", "layers",
@@ -27,7 +31,7 @@ import torch
 from torch import Tensor
 
 from spikebench import components
-from spikebench.analysis.alignment import measure_alignment
+from spikebench.analysis.alignment import layer_sizes, measure_alignments
 from spikebench.analysis.errors import AnalysisError
 from spikebench.analysis.fisher import FisherInfo, fisher_from_chunks
 from spikebench.analysis.probes import PROBE_CHUNK, encoded_chunks, epoch_file, probe_meta, spike_counts
@@ -80,10 +84,12 @@ class Tracker:
     def batch(self, step: int, net: Network, rule: LearningRule, x: Tensor, labels: Tensor) -> None:
         """Gradient alignment of ``rule`` with BPTT on the batch ``x`` [B, ...], ``labels`` [B]."""
         start = time.perf_counter()
-        layers = measure_alignment(net, rule, x, labels, self.enc)
-        _append_jsonl(
-            self.run_dir / "alignment.jsonl", {"step": step, "epoch": self._epoch + 1, "layers": layers}
-        )
+        m = measure_alignments(net, rule, x, labels, self.enc)
+        row = {"step": step, "epoch": self._epoch + 1, "layers": m["bptt"], "objective": m["objective"]}
+        row["sizes"] = layer_sizes(net)
+        if m["objective"] != "sequence":
+            row["own"] = m["own"]
+        _append_jsonl(self.run_dir / "alignment.jsonl", row)
         self.seconds["grad_alignment"] += time.perf_counter() - start
 
     def epoch(self, epoch: int, net: Network) -> None:

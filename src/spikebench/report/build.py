@@ -19,6 +19,7 @@ from spikebench.attacks.evidence import (
 )
 from spikebench.io import atomic_write_text
 from spikebench.report import plots
+from spikebench.report.controls import controls_section
 from spikebench.report.document import Block, Heading, Image, Para, Table, to_html, to_markdown
 from spikebench.report.efficiency import efficiency_section
 from spikebench.report.records import RunRecord, Stat, StudyRecords, group, load_study, stat
@@ -143,7 +144,7 @@ def similarity_section(records: StudyRecords, out: Path) -> list[Block]:
     )
     for png in sorted((records.path / "analysis").glob("*.png")):
         blocks.append(Image(png, png.stem))
-    return blocks
+    return blocks + controls_section(records.path)
 
 
 def recurrence_section(runs: list[RunRecord], out: Path) -> list[Block]:

@@ -112,6 +112,7 @@ def summary_record(
         "timesteps": cfg.data.timesteps,
         "train_samples": len(built.data.train),
         "test_samples": len(built.data.test),
+        "n_classes": built.data.n_classes,
         "test_accuracy": records[-1].test_accuracy,
         "train_accuracy": records[-1].train_accuracy,
         "train_loss": records[-1].train_loss,
