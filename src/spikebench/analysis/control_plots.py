@@ -1,8 +1,9 @@
 """Plots of the C1 controls (:mod:`spikebench.analysis.controls`), each as PNG and SVG.
 
 - ``cka_controls``: per hidden layer, CKA with bptt of another seed against epoch: each rule's mean
-  over seeds, between the ceiling band (bptt vs bptt of another seed) and the floor band (an untrained
-  network vs trained bptt); a band spans the smallest to the largest value over seeds (and rules).
+  over seeds, beside the ceiling (bptt vs bptt of another seed, black) and the floor (an untrained
+  network vs trained bptt, grey): dashed means with a band from the smallest to the largest value over
+  seeds (and rules).
 - ``alignment_controls``: per reference (bptt's objective, the rule's own), the mean cosine over seeds
   of each rule's update per layer (error bars: smallest to largest seed), with the random-direction
   baseline of each layer (97.5% quantile of |cos|) drawn as a black bar.
@@ -51,16 +52,19 @@ def cka_figure(record: dict[str, Any]) -> Any:
     rules = list(dict.fromkeys(r["rule"] for r in record["cka"] if r["kind"] == "rule"))
     for ax, layer in zip(axes[0], layers, strict=False):
         rows = [r for r in record["cka"] if r["layer"] == layer]
-        for kind, color in (("ceiling", "tab:green"), ("floor", "tab:red")):
-            band = [r for r in rows if r["kind"] == kind]
-            if band:
-                epochs, lo, mean, hi = _band(band)
-                ax.fill_between(epochs, lo, hi, color=color, alpha=0.2, label=f"{kind} (range)")
-                ax.plot(epochs, mean, color=color, linestyle="--", linewidth=1)
         for rule in rules:
             epochs, _, mean, _ = _band([r for r in rows if r["kind"] == "rule" and r["rule"] == rule])
             if epochs:
-                ax.plot(epochs, mean, marker="o", label=rule)
+                ax.plot(epochs, mean, marker="o", linewidth=1, label=rule)
+        for kind, color, label in (
+            ("ceiling", "black", "ceiling: bptt vs bptt"),
+            ("floor", "tab:gray", "floor: untrained vs bptt"),
+        ):
+            band = [r for r in rows if r["kind"] == kind]
+            if band:
+                epochs, lo, mean, hi = _band(band)
+                ax.fill_between(epochs, lo, hi, color=color, alpha=0.2, linewidth=0)
+                ax.plot(epochs, mean, color=color, linestyle="--", linewidth=2, label=label)
         ax.set_title(f"{layer}: CKA with bptt of another seed")
         ax.set_xlabel("epoch")
         _integer_ticks(ax)
@@ -96,7 +100,8 @@ def alignment_figure(record: dict[str, Any]) -> Any:
             ax.hlines([base, -base], j - 0.45, j + 0.45, colors="black", linewidth=2)
         ax.axhline(0.0, color="grey", linewidth=0.5)
         ax.set_xticks(range(len(layers)), layers)
-        ax.set_ylim(-1.05, 1.05)
+        low = min([0.0, *(a["cosine"] for a in rows)])
+        ax.set_ylim(min(-0.1, low - 0.05), 1.05)
         ax.set_ylabel("cosine (black: random direction, 97.5%)")
         ax.set_title(titles[ref])
         ax.grid(alpha=0.3, axis="y")
