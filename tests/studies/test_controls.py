@@ -99,8 +99,7 @@ def test_similarity_study_trains_two_bptt_seeds_even_in_quick_mode():
         assert all(s == set(range(n)) for r, s in by_rule.items() if r != "bptt")
     base = load_config(None, ["train.seed=7"])
     plan = plan_study("similarity", base, Mode.make(True, None, ("train.seed",)))
-    seeds = {c.train.seed for c in plan.runs.values() if c.rule.name == "bptt"}
-    assert seeds == {7, 8}
+    assert {c.train.seed for c in plan.runs.values()} == {7}  # a pinned seed is not overridden
 
 
 TINY = [
@@ -215,6 +214,7 @@ def test_controls_end_to_end_with_provenance_and_report(fake_data, tmp_path):
 
     # an input deleted: the recorded analysis is kept and the report says so
     saved = (study / align_file).read_bytes()
+    bptt1 = (study / "runs" / keys[("bptt", 1)] / "alignment.jsonl").read_bytes()
     (study / align_file).unlink()
     problems = analyze_study(study)
     assert any(p.startswith("alignment:") and "absent" in p for p in problems)
@@ -223,14 +223,21 @@ def test_controls_end_to_end_with_provenance_and_report(fake_data, tmp_path):
     report = (study / "report" / "report.md").read_text()
     assert "C1 controls" in report and "absent" in report and "ceiling" in report
 
-    # an input corrupted: computed again, which fails, and the stale results are removed
+    # an input changed: computed again, from the runs whose records still validate
     (study / align_file).write_bytes(saved[:-40] + b"{not json\n")
+    assert analyze_study(study) == []
+    changed = json.loads((analysis / "similarity_controls.json").read_text())
+    assert {r["rule"] for r in changed["cka"]} == {"bptt", "ottt"}
+    assert "dfa" not in changed["accuracy"]
+
+    # an analysis that cannot be computed again: its stale results are removed
+    (study / "runs" / keys[("bptt", 1)] / "alignment.jsonl").write_bytes(b"{not json\n")
     problems = analyze_study(study)
-    assert any(p.startswith("alignment:") for p in problems)
-    assert any(p.startswith("controls:") for p in problems)
-    assert not (analysis / "similarity_controls.json").exists() and not (analysis / "alignment.json").exists()
+    assert any(p.startswith("controls:") and "two seeds" in p for p in problems)
+    assert not (analysis / "similarity_controls.json").exists()
 
     # repaired: computed again
     (study / align_file).write_bytes(saved)
+    (study / "runs" / keys[("bptt", 1)] / "alignment.jsonl").write_bytes(bptt1)
     assert analyze_study(study) == []
     assert json.loads((analysis / "similarity_controls.json").read_text())["cka"] == rec["cka"]

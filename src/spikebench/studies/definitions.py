@@ -185,14 +185,13 @@ def tradeoff(plan: Plan, base: Config, mode: Mode) -> None:
 @STUDIES.register("similarity")
 def similarity(plan: Plan, base: Config, mode: Mode) -> None:
     """C1: every rule with CKA, gradient-alignment and Fisher tracking during training, and bptt with at
-    least two seeds (even in quick mode), so that every network is compared with bptt of another seed and
-    bptt against bptt gives the ceiling (:mod:`spikebench.analysis.controls`)."""
+    least two seeds (even in quick mode, unless ``--set train.seed`` pins one), so that every network is
+    compared with bptt of another seed and bptt against bptt gives the ceiling
+    (:mod:`spikebench.analysis.controls`)."""
     configs = grid(base, mode, rule__name=rules(), model__recurrent=[False])
     seeds = {cfg.train.seed for cfg in configs}
-    if len(seeds) < 2:
-        extra = (
-            [max(seeds) + 1] if "train.seed" in mode.user_keys else [s for s in range(2) if s not in seeds]
-        )
+    if len(seeds) < 2 and "train.seed" not in mode.user_keys:  # a seed the user pinned stays the only one
+        extra = [s for s in range(2) if s not in seeds]
         configs += grid(base, mode, rule__name=["bptt"], model__recurrent=[False], train__seed=extra)
     plan.add_runs("similarity", configs)
 
