@@ -18,10 +18,13 @@ def test_matched_widths_give_the_recurrent_parameter_count():
 
 
 def test_recurrence_study_trains_and_attacks_the_matched_twin():
-    plan = plan_study("recurrence", Config(), Mode.make(True, 2))
+    plan = plan_study("recurrence", Config(), Mode.make(False, 2))
     matched = plan.parts["recurrence-matched"]
     static = plan.parts["recurrence"]
     assert len(matched) == len(static) // 2  # one twin per rule and seed, static data only
+    assert {plan.runs[k].model.hidden for k in matched} == {(350, 350)}
+    quick = plan_study("recurrence", Config(), Mode.make(True, None))
+    assert sorted(quick.runs[k].rule.name for k in quick.parts["recurrence-matched"]) == ["bptt", "ottt"]
     attacked = {}
     for job in plan.jobs:
         attacked.setdefault(job.key, set()).add((job.attack, job.source))

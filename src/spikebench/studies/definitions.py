@@ -49,6 +49,9 @@ class Mode:
     restarts: int = 1
     surrogate_sweep: tuple[tuple[str, float], ...] = ()
     sanity_eps: float | None = 0.5
+    matched_rules: tuple[str, ...] | None = (
+        None  # rules with a parameter-matched feed-forward twin (None: all)
+    )
 
     @staticmethod
     def make(quick: bool, seeds: int | None, user_keys: tuple[str, ...] = ()) -> Mode:
@@ -71,6 +74,7 @@ class Mode:
                 restarts=1,
                 surrogate_sweep=QUICK_SWEEP,
                 sanity_eps=0.5,
+                matched_rules=("bptt", "ottt"),
             )
         return Mode(
             quick=False,
@@ -260,10 +264,11 @@ def recurrence(plan: Plan, base: Config, mode: Mode) -> None:
     n_in = STATIC_FEATURES.get(base.data.name)
     if base.model.arch == "mlp" and n_in is not None:
         hidden = list(matched_hidden(base.model, n_in))
+        twins = [r for r in (mode.matched_rules or rules()) if r in RULES]
         keys.append(
             plan.add_runs(
                 "recurrence-matched",
-                grid(base, mode, rule__name=rules(), model__recurrent=[False], model__hidden=[hidden]),
+                grid(base, mode, rule__name=twins, model__recurrent=[False], model__hidden=[hidden]),
             )
         )
     for k in keys:
