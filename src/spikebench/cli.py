@@ -147,6 +147,34 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from spikebench.nn.nir_io import CONVENTION, DT
+    from spikebench.train.run import export_run
+
+    if args.dt is not None and args.dt <= 0:
+        raise CLIError("--dt must be positive")
+    path = export_run(
+        Path(args.run_dir), None if args.out is None else Path(args.out), args.dt, not args.no_readout
+    )
+    print(f"wrote {path} (NIR; dt = {args.dt or DT}: {CONVENTION})")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from spikebench.train.run import import_run
+
+    out = Path(args.out)
+    summary = import_run(Path(args.graph), out, args.set, force=args.force)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(
+            f"imported {args.graph} as {out}: {summary['dataset']} test accuracy {summary['test_accuracy']:.4f} "
+            f"({summary['test_samples']} samples)"
+        )
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     import os
 
@@ -568,6 +596,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run directory written by 'spikebench train'")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="write a trained run's network as a NIR graph (model.reset=zero)")
+    p.add_argument("run_dir", help="a run directory written by 'spikebench train'")
+    p.add_argument("--format", choices=["nir"], default="nir", help="graph format (nir)")
+    p.add_argument("--out", help="file to write (default: RUN_DIR/network.nir)")
+    p.add_argument("--dt", type=float, help="time step of the discrete-to-continuous mapping (default 1e-4)")
+    p.add_argument(
+        "--no-readout", action="store_true", help="end the graph at the last hidden layer's spikes"
+    )
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "import", help="make a run directory from a NIR graph of LIF layers (attack/analyze it)"
+    )
+    p.add_argument("graph", help="a NIR file")
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. data.timesteps=25",
+    )
+    p.add_argument("--force", action="store_true", help="replace --out")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser(
         "efficiency", help="a run's firing rates, synaptic operations and energy estimates on its test set"

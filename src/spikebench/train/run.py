@@ -335,3 +335,92 @@ def efficiency_run(run_dir: Path, energy: OpEnergy | None = None) -> dict[str, A
     """Measure a finished run's efficiency record again, e.g. with other energies per operation."""
     built = load_run(run_dir)
     return {"run": str(run_dir), "rule": built.cfg.rule.name, **efficiency(built, energy)}
+
+
+def export_run(run_dir: Path, out: Path | None = None, dt: float | None = None, readout: bool = True) -> Path:
+    """Write a finished run's network as a NIR graph (:mod:`spikebench.nn.nir_io`); default file
+    ``RUN_DIR/network.nir``. Nothing is written when the network cannot be exported exactly."""
+    from spikebench.nn import nir_io
+
+    built = load_run(run_dir, device="cpu")
+    path = out if out is not None else run_dir / "network.nir"
+    graph = nir_io.to_nir(built.net, nir_io.DT if dt is None else dt, readout)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        nir_io._nir().write(tmp, graph)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def import_run(
+    graph_path: Path, out: Path, overrides: list[str] | tuple[str, ...] = (), force: bool = False
+) -> dict[str, Any]:
+    """Make a run directory from a NIR graph of LIF layers (:func:`spikebench.nn.nir_io.from_nir`), so
+    that ``eval``, ``attack`` and ``analyze`` work on a network trained elsewhere. The config is the
+    defaults plus ``overrides`` (``data.*`` chooses the dataset the graph's input must fit) with the
+    model read from the graph; ``rule.name`` (default bptt) only decides the ``rule`` gradient source of
+    attacks. ``summary.json`` has ``status: imported`` and the test accuracy."""
+    from spikebench.config import load_config
+    from spikebench.nn import nir_io
+
+    net = nir_io.from_nir(nir_io.read(graph_path))
+    p = net.layers[0].params
+    model = [
+        f"model.hidden={list(net.layers[i].n_out for i in range(len(net.layers)))}",
+        f"model.recurrent={'true' if net.layers[0].rec is not None else 'false'}",
+        f"model.alpha={p.alpha!r}",
+        f"model.theta={p.theta!r}",
+        "model.reset=zero",
+        f"model.kappa={net.readout.kappa!r}",
+    ]
+    cfg = load_config(None, [*overrides, *model])
+    validate(cfg)
+    if cfg.model.arch != "mlp":
+        raise RunError("a NIR graph of dense LIF layers imports as model.arch=mlp")
+    prepare_out_dir(out, force)
+    built = build(cfg)
+    try:
+        built.net.load_state_dict({k: v.to(built.device) for k, v in net.float().state_dict().items()})
+    except RuntimeError as exc:
+        first = (str(exc).strip().splitlines() or ["size mismatch"])[-1].strip()
+        raise RunError(f"the graph does not fit {cfg.data.name}: {first[:200]}") from exc
+    partial = partial_dir(out)
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir()
+    try:
+        (partial / "config.yaml").write_text(to_yaml(cfg))
+        save_checkpoint(
+            {"model": built.net.state_dict(), "rule": built.rule.state_dict()}, partial / "checkpoint.pt"
+        )
+        enc = components.build_encoding(cfg, generator(cfg.train.seed, 3, built.device))
+        built.net.eval()
+        acc = evaluate(built.net, built.data.test, enc, cfg.train.eval_batch_size)
+        summary = {
+            "schema": SUMMARY_SCHEMA,
+            "status": "imported",
+            "source": str(graph_path),
+            "rule": cfg.rule.name,
+            "dataset": cfg.data.name,
+            "recurrent": cfg.model.recurrent,
+            "arch": cfg.model.arch,
+            "hidden": list(cfg.model.hidden),
+            "timesteps": cfg.data.timesteps,
+            "test_samples": len(built.data.test),
+            "test_accuracy": acc,
+            "parameters": sum(q.numel() for q in built.net.parameters()),
+            "spikebench_version": spikebench.__version__,
+            "efficiency": efficiency(built),
+        }
+        write_json(partial / "summary.json", summary)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return summary
