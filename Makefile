@@ -20,7 +20,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 # Test-only packages (attack reference, event-file readers, the peer SNN libraries compared in tests and
 # `spikebench perf`) that declare torchvision (which must not be installed next to this torch) or
 # heavy optional dependencies: installed without their dependencies; tests that need them skip otherwise.
-NODEPS ?= torchattacks tonic importRosbag expelliarmus snntorch norse spikingjelly nir nirtorch loguru
+NODEPS ?= torchattacks tonic importRosbag expelliarmus snntorch norse spikingjelly nir nirtorch loguru neurobench
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e ".[dev]"
