@@ -600,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a trained run's network as a NIR graph (model.reset=zero)")
     p.add_argument("run_dir", help="a run directory written by 'spikebench train'")
     p.add_argument("--format", choices=["nir"], default="nir", help="graph format (nir)")
-    p.add_argument("--out", help="file to write (default: RUN_DIR/network.nir)")
+    p.add_argument("--out", help="file to write (default: RUN_DIR.nir beside the run)")
     p.add_argument("--dt", type=float, help="time step of the discrete-to-continuous mapping (default 1e-4)")
     p.add_argument(
         "--no-readout", action="store_true", help="end the graph at the last hidden layer's spikes"

@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from spikebench import components
 from spikebench.attacks.backdoor import evaluate_backdoor, poison_dataset
 from spikebench.config import Config, from_dict, load_yaml, to_dict, to_yaml, validate
 from spikebench.data import Dataset, load_dataset
-from spikebench.io import atomic_torch_save, atomic_write_json, file_hashes
+from spikebench.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, file_hashes
 from spikebench.nn import Network
 from spikebench.registry import SpikebenchError
 from spikebench.rules import RULES, LearningRule
@@ -339,20 +340,17 @@ def efficiency_run(run_dir: Path, energy: OpEnergy | None = None) -> dict[str, A
 
 def export_run(run_dir: Path, out: Path | None = None, dt: float | None = None, readout: bool = True) -> Path:
     """Write a finished run's network as a NIR graph (:mod:`spikebench.nn.nir_io`); default file
-    ``RUN_DIR/network.nir``. Nothing is written when the network cannot be exported exactly."""
+    ``RUN_DIR.nir`` beside the run (the run directory itself stays as its checksums describe it).
+    Nothing is written when the network cannot be exported exactly."""
     from spikebench.nn import nir_io
 
     built = load_run(run_dir, device="cpu")
-    path = out if out is not None else run_dir / "network.nir"
+    path = out if out is not None else run_dir.with_name(f"{run_dir.name}.nir")
     graph = nir_io.to_nir(built.net, nir_io.DT if dt is None else dt, readout)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        nir_io._nir().write(tmp, graph)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "graph.nir"
+        nir_io._nir().write(staged, graph)
+        atomic_write_bytes(path, staged.read_bytes())
     return path
 
 
@@ -417,6 +415,7 @@ def import_run(
             "efficiency": efficiency(built),
         }
         write_json(partial / "summary.json", summary)
+        write_json(partial / CHECKSUMS, file_hashes(partial, skip=(CHECKSUMS,)))
         if out.exists():
             shutil.rmtree(out)
         os.replace(partial, out)
