@@ -322,3 +322,55 @@ def test_c4_inconclusive_and_not_computed():
     check_fields(v)
     assert c4_gap([run("bptt")]).status == NOT_COMPUTED
     assert c4_transport([run("bptt")]).status == NOT_COMPUTED
+
+
+def _alignment_rows(cosines):
+    """Alignment rows of ``cosines[(rule, layer, reference)] = [cosine per seed]``."""
+    return [
+        {"rule": rule, "seed": s, "layer": layer, "reference": ref, "cosine": c, "random_baseline": 0.05}
+        for (rule, layer, ref), values in cosines.items()
+        for s, c in enumerate(values)
+    ]
+
+
+def test_alignment_summary_gives_seed_bootstrap_cis_per_layer():
+    from spikebench.analysis import stats
+    from spikebench.analysis.controls import alignment_summary
+
+    values = [0.91, 0.84, 0.88, 0.79]
+    record = {
+        "alignment": _alignment_rows(
+            {("fa", "0", "bptt"): values, ("fa", "readout", "bptt"): [0.99] * 4, ("dfa", "0", "own"): [0.3]}
+        )
+    }
+    by = {(a["rule"], a["layer"], a["reference"]): a for a in alignment_summary(record, n_boot=2000)}
+    fa0 = by[("fa", "0", "bptt")]
+    assert fa0["cosine"] == pytest.approx(np.mean(values), abs=1e-12) and fa0["seeds"] == 4
+    assert fa0["ci95"] == pytest.approx(list(stats.bootstrap_ci(values, method="percentile", n_boot=2000)))
+    assert min(values) <= fa0["ci95"][0] < fa0["cosine"] < fa0["ci95"][1] <= max(values)
+    assert by[("fa", "readout", "bptt")]["ci95"] == [0.99, 0.99]  # no spread: a degenerate interval
+    assert by[("dfa", "0", "own")]["ci95"] is None  # one seed: no interval
+    assert by[("dfa", "0", "own")]["random_baseline"] == 0.05
+
+
+def test_c1_verdict_carries_the_alignment_cis():
+    c = controls(lambda r, s: 0.95 - 0.003 * s)
+    c["alignment"] = _alignment_rows({("fa", 1, "bptt"): [0.5, 0.6, 0.7], ("fa", 1, "own"): [0.8, 0.9, 0.85]})
+    v = c1_similarity(c, n_test=1000)
+    rows = {(a["rule"], a["layer"], a["reference"]): a for a in v.controls["alignment"]}
+    assert rows[("fa", 1, "bptt")]["cosine"] == pytest.approx(0.6)
+    lo, hi = rows[("fa", 1, "bptt")]["ci95"]
+    assert 0.5 <= lo < 0.6 < hi <= 0.7
+    assert v.per_rule["fa"]["gradient_cosine"] == pytest.approx(0.6)
+    assert v.per_rule["fa"]["gradient_cosine_ci95"] == [lo, hi]
+    json.dumps(v.controls)  # verdicts.json carries it
+
+
+def test_report_alignment_table_prints_the_cis():
+    from spikebench.report.controls import alignment_rows
+
+    record = {"alignment": _alignment_rows({("fa", "0", "bptt"): [0.5, 0.7], ("fa", "0", "own"): [0.9]})}
+    (row,) = alignment_rows(record)
+    assert row[:2] == ["fa", "0"]
+    assert row[2].startswith("0.600 [") and row[2].endswith("]")
+    assert row[3] == "0.900 (1 seed)" and row[4] == "0.05"

@@ -24,6 +24,9 @@ The record (``similarity_controls.json``)::
     {"schema": 1, "layers": [...], "cka": [{"rule", "seed", "layer", "epoch", "kind", "value"}],
      "alignment": [{"rule", "seed", "layer", "reference", "cosine", "random_baseline"}],
      "accuracy": {"<rule>": {"<seed>": acc}}, "chance": 0.1}
+
+:func:`alignment_summary` condenses the alignment rows per rule, layer and reference into the mean cosine
+over seeds with its bootstrap 95% CI over seeds (:func:`~spikebench.analysis.stats.bootstrap_ci`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from spikebench.analysis.analyze import _check_probe_sets, _layer_key, _read_jso
 from spikebench.analysis.cka import linear_cka
 from spikebench.analysis.errors import AnalysisError
 from spikebench.analysis.probes import load_probes
+from spikebench.analysis.stats import bootstrap_ci
 from spikebench.rules import RULES
 
 CONTROLS_SCHEMA = 1
@@ -189,3 +193,35 @@ def similarity_controls(run_dirs: list[Path]) -> dict[str, Any]:
         "accuracy": accuracy,
         "chance": 1.0 / classes.pop(),
     }
+
+
+def alignment_summary(record: dict[str, Any], n_boot: int = 4000, seed: int = 0) -> list[dict[str, Any]]:
+    """Per rule, layer and reference (in the record's order): ``{"rule", "layer", "reference", "cosine",
+    "ci95", "seeds", "random_baseline"}`` -- the mean cosine over seeds, its percentile bootstrap 95% CI
+    over seeds (None with fewer than two seeds: one seed has no spread to resample) and the largest
+    random-direction baseline among the seeds' rows."""
+    groups: dict[tuple[str, Any, str], list[dict[str, Any]]] = {}
+    for row in record.get("alignment") or []:
+        groups.setdefault((row["rule"], row["layer"], row["reference"]), []).append(row)
+    out = []
+    for (rule, layer, reference), rows in groups.items():
+        by_seed: dict[int, float] = {}
+        for r in rows:
+            by_seed[int(r["seed"])] = float(r["cosine"])
+        values = [by_seed[s] for s in sorted(by_seed)]
+        ci = None
+        if len(values) >= 2:
+            lo, hi = bootstrap_ci(values, method="percentile", n_boot=n_boot, seed=seed)
+            ci = [lo, hi]
+        out.append(
+            {
+                "rule": rule,
+                "layer": layer,
+                "reference": reference,
+                "cosine": statistics.fmean(values),
+                "ci95": ci,
+                "seeds": len(values),
+                "random_baseline": max(float(r["random_baseline"]) for r in rows),
+            }
+        )
+    return out

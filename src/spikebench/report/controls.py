@@ -56,17 +56,27 @@ def cka_rows(record: dict[str, Any]) -> list[list[str]]:
     return out
 
 
+def _with_ci(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return "–"
+    if entry["ci95"] is None:
+        return f"{entry['cosine']:.3f} (1 seed)" if entry["seeds"] == 1 else _f(entry["cosine"])
+    lo, hi = entry["ci95"]
+    return f"{entry['cosine']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
 def alignment_rows(record: dict[str, Any]) -> list[list[str]]:
-    """Per rule and layer: mean cosine over seeds with bptt's gradient and with the rule's own
-    objective's, and the random-direction baseline."""
-    rows = record["alignment"]
+    """Per rule and layer: the mean cosine over seeds with bptt's gradient and with the rule's own
+    objective's, each with its bootstrap 95% CI over seeds
+    (:func:`~spikebench.analysis.controls.alignment_summary`), and the random-direction baseline."""
+    from spikebench.analysis.controls import alignment_summary
+
+    summary = alignment_summary(record)
     out = []
-    for rule in dict.fromkeys(a["rule"] for a in rows):
-        for layer in dict.fromkeys(a["layer"] for a in rows if a["rule"] == rule):
-            mine = [a for a in rows if a["rule"] == rule and a["layer"] == layer]
-            ref = {r: _mean([a["cosine"] for a in mine if a["reference"] == r]) for r in ("bptt", "own")}
-            base = max(a["random_baseline"] for a in mine)
-            out.append([rule, layer, _f(ref["bptt"]), _f(ref["own"]), f"{base:.3g}"])
+    for rule, layer in dict.fromkeys((a["rule"], a["layer"]) for a in summary):
+        mine = {a["reference"]: a for a in summary if a["rule"] == rule and a["layer"] == layer}
+        base = max(a["random_baseline"] for a in mine.values())
+        out.append([rule, str(layer), _with_ci(mine.get("bptt")), _with_ci(mine.get("own")), f"{base:.3g}"])
     return out
 
 
@@ -91,7 +101,8 @@ def controls_section(study_dir: Path) -> list[Block]:
             "Every network is compared with bptt of another seed (seed -> bptt seed: "
             f"{partners}). Ceiling: bptt against bptt of another seed; floor: the untrained network "
             "against trained bptt; position = (rule - floor) / (ceiling - floor). Linear CKA at the last "
-            f"epoch, means over seeds; chance accuracy {_f(chance)}."
+            f"epoch, means over seeds; chance accuracy {_f(chance)}. Gradient alignment: per-layer cosines "
+            "averaged over the last epoch's measurements, mean over seeds with a bootstrap 95% CI over seeds."
         )
     )
     rows = cka_rows(record)
@@ -101,7 +112,13 @@ def controls_section(study_dir: Path) -> list[Block]:
     if rows:
         blocks.append(
             Table(
-                ["rule", "layer", "cosine with bptt", "cosine with own objective", "random baseline (97.5%)"],
+                [
+                    "rule",
+                    "layer",
+                    "cosine with bptt [95% CI]",
+                    "cosine with own objective [95% CI]",
+                    "random baseline (97.5%)",
+                ],
                 rows,
             )
         )

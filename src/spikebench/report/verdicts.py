@@ -24,6 +24,7 @@ import numpy as np
 from scipy import stats as st
 
 from spikebench.analysis import stats
+from spikebench.analysis.controls import alignment_summary
 from spikebench.report.records import RunRecord, StudyRecords
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_COMPUTED = (
@@ -297,14 +298,12 @@ def c1_similarity(controls: dict[str, Any] | None, n_test: int | None = None) ->
     for rule, d in per.items():
         d["at_chance_seeds"] = gated.get(rule, [])
         d["accuracy"] = {k: float(v) for k, v in (accuracy.get(rule) or {}).items()}
-    align = {}
-    for r in controls.get("alignment") or []:
-        if r.get("reference") == "bptt" and r["layer"] == layer:
-            align.setdefault(r["rule"], []).append((float(r["cosine"]), float(r["random_baseline"])))
-    for rule, xs in align.items():
-        if rule in per:
-            per[rule]["gradient_cosine"] = float(np.mean([c for c, _ in xs]))
-            per[rule]["random_baseline"] = float(np.mean([b for _, b in xs]))
+    alignment = alignment_summary(controls, n_boot=N_BOOT)
+    for a in alignment:
+        if a["reference"] == "bptt" and a["layer"] == layer and a["rule"] in per:
+            per[a["rule"]]["gradient_cosine"] = a["cosine"]
+            per[a["rule"]]["gradient_cosine_ci95"] = a["ci95"]
+            per[a["rule"]]["random_baseline"] = a["random_baseline"]
     controls_out = {
         "ceiling": c_mean,
         "floor": f_mean,
@@ -312,6 +311,7 @@ def c1_similarity(controls: dict[str, Any] | None, n_test: int | None = None) ->
         "layer": layer,
         "rules_at_chance": sorted(gated),
         "compared_with_other_seeds": True,
+        "alignment": alignment,
     }
     status = _status(lo, hi, seeds, C1_MARGIN, +1, null=1 - C1_MARGIN)
     sd = float(np.std(_per_seed_pooled(index), ddof=1)) if seeds >= 2 else math.nan
