@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from spikebench import __version__
-from spikebench.config import ConfigError, load_config, parse_override
+from spikebench.config import ConfigError, parse_override
 from spikebench.registry import SpikebenchError, UnknownNameError
 
 USAGE_ERRORS = (ConfigError, UnknownNameError)
@@ -70,13 +70,17 @@ def _fmt_bytes(n: int | None) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from spikebench.analysis.tracking import Tracker
+    from spikebench.components import load_config
     from spikebench.train.run import resume_run, train_run
 
     if args.resume:
         if args.config or args.set or args.out or args.force:
             raise CLIError("--resume RUN_DIR takes the run's own config: no -c, --set, --out or --force")
         out = Path(args.resume)
-        summary = resume_run(out, hooks=Progress("resume", False if args.quiet else None))
+        summary = resume_run(
+            out, hooks=Progress("resume", False if args.quiet else None), make_tracker=Tracker
+        )
     else:
         cfg = load_config(args.config, args.set)
         out = (
@@ -85,7 +89,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             else Path("runs") / (f"{cfg.rule.name}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         )
         summary = train_run(
-            cfg, out, force=args.force, hooks=Progress(cfg.rule.name, False if args.quiet else None)
+            cfg,
+            out,
+            force=args.force,
+            hooks=Progress(cfg.rule.name, False if args.quiet else None),
+            make_tracker=Tracker,
         )
     if args.json:
         _print_json(summary)
@@ -270,6 +278,7 @@ def failure_summary(outcomes) -> list[str]:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
+    from spikebench import components
     from spikebench.report import build_report
     from spikebench.studies import Mode, execute_plan, plan_study
     from spikebench.studies.executors import default_workers
@@ -282,7 +291,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     rules = tuple(r.strip() for r in args.rules.split(",") if r.strip()) if args.rules is not None else None
     if rules is not None and not rules:
         raise CLIError("--rules expects rule names separated by commas")
-    base = load_config(args.config, args.set)
+    base = components.load_config(args.config, args.set)
     user_keys = tuple(parse_override(text)[0] for text in args.set)
     mode = Mode.make(args.quick, args.seeds, user_keys)
     plan = plan_study(args.name, base, mode, rules=rules)
@@ -450,10 +459,10 @@ def cmd_perf(args: argparse.Namespace) -> int:
     import dataclasses
     import os
 
+    from spikebench.io import atomic_write_json
     from spikebench.perf import PerfOptions, run_perf
     from spikebench.perf.report import format_report
     from spikebench.rules import RULES
-    from spikebench.train.run import write_json
 
     if args.repeats is not None and args.repeats < 1:
         raise CLIError(f"--repeats must be >= 1, got {args.repeats}")
@@ -472,7 +481,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
             print(f"perf: {msg}", file=sys.stderr, flush=True)
 
     record = run_perf(opts, progress)
-    write_json(out, record)
+    atomic_write_json(out, record)
     if args.json:
         _print_json(record)
         return 0

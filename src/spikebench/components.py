@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from spikebench import config
 from spikebench.config import Config, ConfigError, ModelConfig
 from spikebench.data import DATASETS, ENCODERS, Encoding, check_data_config, dataset_spec
 from spikebench.dynamics import SURROGATES, LIFParams, make_surrogate
@@ -29,6 +32,14 @@ def validate(cfg: Config) -> None:
             f"(supports: {', '.join(rule.archs)})"
         )
     check_data_config(cfg.data)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """:func:`spikebench.config.load_config`, then every name checked against the registries
+    (:func:`validate`)."""
+    cfg = config.load_config(path, overrides)
+    validate(cfg)
+    return cfg
 
 
 def lif_params(model: ModelConfig) -> LIFParams:

@@ -1,8 +1,9 @@
 """Configuration as data: frozen dataclasses, loaded from YAML plus ``--set key=value`` overrides.
 
 Every value is type-checked and range-checked when the dataclass is built; names of registered
-components (rules, datasets, encoders, surrogates) are checked by :func:`validate`. Unknown keys are
-errors with a "did you mean". A run saves its resolved config verbatim (:func:`to_yaml`).
+components (rules, datasets, encoders, surrogates) are checked by the builder
+(:func:`spikebench.components.validate`, :func:`spikebench.components.load_config`), so this module
+imports no component. Unknown keys are errors with a "did you mean". A run saves its resolved config verbatim (:func:`to_yaml`).
 """
 
 from __future__ import annotations
@@ -341,14 +342,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults <- YAML file (optional) <- ``--set`` overrides; fully validated."""
+    """Defaults <- YAML file (optional) <- ``--set`` overrides; every value type- and range-checked
+    (registered names: :func:`spikebench.components.load_config`)."""
     data = load_yaml(path) if path is not None else {}
     for text in overrides:
         key, value = parse_override(text)
         _set_path(data, key, value)
-    cfg = from_dict(data)
-    validate(cfg)
-    return cfg
+    return from_dict(data)
 
 
 def replace(cfg: Config, **sections: dict[str, Any]) -> Config:
@@ -356,16 +356,7 @@ def replace(cfg: Config, **sections: dict[str, Any]) -> Config:
     data = to_dict(cfg)
     for section, values in sections.items():
         data[section].update(values)
-    new = from_dict(data)
-    validate(new)
-    return new
-
-
-def validate(cfg: Config) -> None:
-    """Check names against the registries and cross-field constraints (raises :class:`ConfigError`)."""
-    from spikebench import components  # registers everything; imported late to avoid cycles
-
-    components.validate(cfg)
+    return from_dict(data)
 
 
 def to_yaml(cfg: Config) -> str:

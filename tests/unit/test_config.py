@@ -1,6 +1,7 @@
 import pytest
 
-from spikebench.config import Config, ConfigError, from_dict, load_config, to_dict, to_yaml
+from spikebench.components import load_config
+from spikebench.config import Config, ConfigError, from_dict, to_dict, to_yaml
 
 
 def test_defaults_round_trip_through_yaml(tmp_path):
@@ -69,3 +70,12 @@ def test_top_level_must_be_mapping(tmp_path):
 def test_missing_file():
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config("/nonexistent/c.yaml")
+
+
+def test_config_checks_values_and_the_builder_checks_names():
+    from spikebench import config
+
+    cfg = config.load_config(None, ["rule.name=nope"])  # a leaf: it knows no registry
+    assert cfg.rule.name == "nope"
+    with pytest.raises(ConfigError, match="nope"):
+        load_config(None, ["rule.name=nope"])

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from spikebench.cli import main
-from spikebench.config import ConfigError, DataConfig, load_config
+from spikebench.components import load_config
+from spikebench.config import ConfigError, DataConfig
 from spikebench.data import DATASETS, DataError, Encoding, dataset_spec, datasets, load_dataset
 from spikebench.data.encoders import Direct
 from spikebench.data.events import bin_events

@@ -28,9 +28,9 @@ from spikebench.analysis.cka import Kernel, cka_matrix
 from spikebench.analysis.errors import AnalysisError
 from spikebench.analysis.probes import ProbeRecord, load_probes
 from spikebench.config import Config
-from spikebench.io import atomic_save_fig
+from spikebench.io import atomic_save_fig, atomic_write_json
 from spikebench.registry import Registry
-from spikebench.train.run import load_run, read_config, write_json
+from spikebench.rundir import load_run, read_config
 
 ANALYSIS_SCHEMA = 1
 PROBE_KEYS = ("dataset", "encoder", "timesteps", "samples", "digest", "encoding_seed")
@@ -410,7 +410,7 @@ def write_output(output: AnalysisOutput, out_dir: Path) -> list[Path]:
         atomic_save_fig(fig, out_dir / name, dpi=120)
         written.append(out_dir / name)
     path = out_dir / f"{output.name}.json"
-    write_json(path, output.record)
+    atomic_write_json(path, output.record)
     return [path, *written]
 
 

@@ -37,9 +37,9 @@ from spikebench.analysis.fisher import FisherInfo, fisher_from_chunks
 from spikebench.analysis.probes import PROBE_CHUNK, encoded_chunks, epoch_file, probe_meta, spike_counts
 from spikebench.config import Config
 from spikebench.data import Split
+from spikebench.io import atomic_write_json
 from spikebench.nn import Network
 from spikebench.rules import LearningRule
-from spikebench.train.run import write_json
 from spikebench.train.seeding import generator
 
 ALIGNMENT_STREAM = 5
@@ -101,7 +101,7 @@ class Tracker:
             path = epoch_file(self.run_dir, epoch)
             if not path.parent.exists():
                 path.parent.mkdir()
-                write_json(path.parent / "meta.json", probe_meta(self.cfg, self.probe, list(counts)))
+                atomic_write_json(path.parent / "meta.json", probe_meta(self.cfg, self.probe, list(counts)))
             torch.save(counts, path)
             self.seconds["cka"] += time.perf_counter() - start
         if "fisher" in self.track:

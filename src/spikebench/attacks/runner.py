@@ -45,8 +45,8 @@ from spikebench.attacks.base import ATTACKS, AttackOptions, Target
 from spikebench.attacks.gradient import PGD
 from spikebench.attacks.threat import AttackError, Norm, ThreatModel
 from spikebench.dynamics import SURROGATES, make_surrogate
-from spikebench.io import atomic_save_fig
-from spikebench.train.run import Built, load_run, write_json
+from spikebench.io import atomic_save_fig, atomic_write_json
+from spikebench.rundir import Built, load_run
 from spikebench.train.seeding import generator
 
 log = logging.getLogger(__name__)
@@ -365,7 +365,7 @@ def attack_run(
     report = run_attack(target, attack, eps, source=source, **kwargs)
     report = {"run": str(run_dir), "source_run": None if source_run is None else str(source_run), **report}
     path.parent.mkdir(exist_ok=True)
-    write_json(path, report)
+    atomic_write_json(path, report)
     save_plot(report, path.with_suffix(".png"))
     return report, path
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from spikebench.config import ConfigError
+from spikebench.data.layout import image_layout as image_layout  # re-exported
 
 Norm = Literal["linf", "l2"]
 NORMS: tuple[str, ...] = get_args(Norm)
@@ -100,17 +101,3 @@ class ThreatModel:
         d = x[0].numel()
         u = torch.rand(x.shape[0], generator=gen, device=x.device, dtype=x.dtype) ** (1.0 / d)
         return self.clip(x + direction * _per_sample(u, x))
-
-
-def image_layout(sample_shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """How attacks and triggers see one sample of shape ``sample_shape``: (C, H, W).
-
-    ``[..., H, W]`` -> (product of the leading dims, H, W) (images [C, H, W], row sequences [T, F],
-    event frames [T, P, H, W]); a flat vector of a square number d of features -> (1, sqrt d, sqrt d);
-    any other flat vector -> (1, 1, d).
-    """
-    if len(sample_shape) >= 2:
-        return (math.prod(sample_shape[:-2]), sample_shape[-2], sample_shape[-1])
-    d = sample_shape[0] if sample_shape else 1
-    r = math.isqrt(d)
-    return (1, r, r) if r * r == d else (1, 1, d)

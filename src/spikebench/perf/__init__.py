@@ -2,7 +2,7 @@
 library benchmark protocol beside snnTorch, Norse and SpikingJelly, and GEMM efficiency."""
 
 from spikebench.perf.harness import PERF_SCHEMA, PerfOptions, run_perf, training_flops
-from spikebench.perf.memory import MemoryResult, TensorMemory, measure_peak
+from spikebench.train.tensor_memory import MemoryResult, TensorMemory, measure_peak
 
 __all__ = [
     "PERF_SCHEMA",

@@ -5,7 +5,7 @@ Four measurements (all on random data of Fashion-MNIST shape; no dataset is read
 (a) **Rules.** For every registered rule, the default network (784-256-256-10, feed-forward, and in
     full mode also recurrent) trained with real ``rule.train_batch`` calls and the real optimiser:
     samples per second at T in ``timesteps`` (median over timed batches after warm-up) and peak
-    training memory (:func:`spikebench.perf.memory.measure_peak`) at those T, plus at
+    training memory (:func:`spikebench.train.tensor_memory.measure_peak`) at those T, plus at
     ``long_timesteps`` for the online rules and ``bptt`` (memory that does or does not grow with T).
 (a') **Network vs snnTorch.** The same network and BPTT built from snnTorch layers
     (:class:`~spikebench.perf.peers.SnnTorchMLP`) against spikebench's ``bptt``, timed alternately.
@@ -43,12 +43,12 @@ from spikebench import components
 from spikebench.config import Config, ConfigError, DataConfig, ModelConfig, RuleConfig, TrainConfig
 from spikebench.dynamics.lif import LIFParams
 from spikebench.nn.network import Network
-from spikebench.perf.memory import measure_peak
 from spikebench.perf.peers import PEERS, PeerError, SnnTorchMLP, peer_info, protocol_layer
 from spikebench.registry import SpikebenchError
 from spikebench.rules import RULES
+from spikebench.rundir import git_revision
 from spikebench.train.loop import make_optimizer
-from spikebench.train.run import git_revision
+from spikebench.train.tensor_memory import measure_peak
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,8 @@ import spikebench
 from spikebench.analysis.analyze import AnalyzeOptions, run_analysis
 from spikebench.analysis.control_plots import plot_controls
 from spikebench.analysis.controls import similarity_controls
-from spikebench.io import sha256
+from spikebench.io import atomic_write_json, sha256
 from spikebench.registry import SpikebenchError
-from spikebench.train.run import write_json
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ def _cka(runs: list[Path], out: Path) -> list[Path]:
     layer = rec["layers"][-1]
     row = rec["final"][layer][rec["reference"]]
     final = _by_rule([(r["rule"], row[i]) for i, r in enumerate(rec["runs"]) if i != rec["reference"]])
-    write_json(
+    atomic_write_json(
         out / "cka_reference.json",
         {"layer": layer, "reference": rec["runs"][rec["reference"]]["label"], "final_last_layer": final},
     )
@@ -111,7 +110,7 @@ def _alignment(runs: list[Path], out: Path) -> list[Path]:
     for run, series in zip(align.record["runs"], align.record["series"], strict=True):
         cos = [c for c in series["layers"].get("all", {}).get("cosine", []) if c is not None]
         means.append((run["rule"], statistics.fmean(cos) if cos else None))
-    write_json(out / "alignment_summary.json", {"layer": "all", "mean_cosine": _by_rule(means)})
+    atomic_write_json(out / "alignment_summary.json", {"layer": "all", "mean_cosine": _by_rule(means)})
     return [*written, out / "alignment_summary.json"]
 
 
@@ -122,7 +121,7 @@ def _fisher(runs: list[Path], out: Path) -> list[Path]:
 def _controls(runs: list[Path], out: Path) -> list[Path]:
     record = similarity_controls(runs)
     path = out / "similarity_controls.json"
-    write_json(path, record)
+    atomic_write_json(path, record)
     return [path, *plot_controls(record, out / "controls")]
 
 
@@ -184,7 +183,7 @@ def analyze_study(study_dir: Path) -> list[str]:
             "outputs": [p.relative_to(study_dir).as_posix() for p in written],
             "spikebench_version": spikebench.__version__,
         }
-    write_json(
+    atomic_write_json(
         out / "provenance.json", {"schema": PROVENANCE_SCHEMA, "analyses": analyses, "problems": problems}
     )
     for p in problems:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import spikebench
-from spikebench.config import Config, from_dict, to_dict, validate
+from spikebench.components import validate
+from spikebench.config import Config, from_dict, to_dict
 
 
 def plugin_sources(cfg: Config) -> dict[str, str]:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from spikebench.config import from_dict
+from spikebench.io import atomic_write_json
 from spikebench.registry import SpikebenchError
-from spikebench.train.run import write_json
 
 
 def run_dir(study_dir: Path, key: str) -> Path:
@@ -87,12 +87,13 @@ class TrainJob(Job):
         return "missing" if not out.exists() else check_run(out, self.config)
 
     def run(self, study_dir: Path) -> None:
+        from spikebench.analysis.tracking import Tracker
         from spikebench.train.run import train_run
 
         out = run_dir(study_dir, self.key)
         failure = failure_path(study_dir, self.key)
         try:
-            train_run(from_dict(self.config), out, force=True, resume=True)
+            train_run(from_dict(self.config), out, force=True, resume=True, make_tracker=Tracker)
         except (SpikebenchError, RuntimeError, ValueError, FloatingPointError, OSError, MemoryError) as exc:
             record = {
                 "key": self.key,
@@ -105,7 +106,7 @@ class TrainJob(Job):
             if not isinstance(exc, SpikebenchError):
                 record["traceback"] = traceback.format_exc()[-4000:]
             try:
-                write_json(failure, record)
+                atomic_write_json(failure, record)
             except OSError:  # e.g. the disk is full: the outcome still carries the reason
                 pass
             raise

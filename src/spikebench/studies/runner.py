@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from spikebench.config import Config, to_dict
+from spikebench.io import atomic_write_json
 from spikebench.registry import SpikebenchError
 from spikebench.studies.executors import Executor, LocalExecutor, RayExecutor
 from spikebench.studies.grid import config_key
 from spikebench.studies.jobs import Job, Outcome, TrainJob
 from spikebench.studies.lock import LOCK_NAME, StudyLock
-from spikebench.train.run import write_json
 
 MANIFEST = "study.json"
 log = logging.getLogger("spikebench.study")
@@ -214,7 +214,7 @@ def prepare_study_dir(study_dir: Path, plan: Plan) -> None:
     elif study_dir.exists() and any(p.name != LOCK_NAME for p in study_dir.iterdir()):
         raise StudyError(f"{study_dir} exists and is not a study directory; use another --out")
     (study_dir / "runs").mkdir(parents=True, exist_ok=True)
-    write_json(path, manifest)
+    atomic_write_json(path, manifest)
 
 
 def execute_plan(
@@ -252,7 +252,7 @@ def execute_plan(
         executor.close(cancel=True)
         raise
     executor.close()
-    write_json(
+    atomic_write_json(
         study_dir / "outcomes.json",
         {
             "seconds": time.time() - t0,

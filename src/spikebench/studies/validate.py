@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spikebench.io import sha256
-from spikebench.train.run import CHECKSUMS, SUMMARY_SCHEMA
+from spikebench.rundir import CHECKSUMS, SUMMARY_SCHEMA
 
 _NUMBER = (int, float)
 # key -> accepted types (None: the value may be null)

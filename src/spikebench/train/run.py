@@ -1,13 +1,10 @@
-"""A training run on disk: build everything from a config, train, and write the run directory.
+"""Training a run: build everything from its config, train, and write the run directory.
 
-A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one
-:class:`~spikebench.train.loop.EpochRecord` per epoch), ``checkpoint.pt`` (the full training state
-of :func:`~spikebench.train.loop.training_state`: model, rule state, optimiser, schedule, random
-streams, records; loadable with ``weights_only=True``) and ``summary.json`` (schema in
-:func:`summary_record`). It is built in ``.NAME.partial`` beside its destination and renamed when
-complete, so nothing half-written ever stands under the final name; an interrupted run continues from
-its last checkpoint (:func:`resume_run`). ``checksums.json``, written last, holds the SHA-256 of every other
-file, so that a damaged or changed record is detected before it is trusted.
+The directory's layout and reading a finished run back are :mod:`spikebench.rundir`. A run is built in
+:func:`~spikebench.rundir.partial_dir` and renamed to its destination when complete; an interrupted run
+continues from its last checkpoint (:func:`resume_run`). Measurements during training
+(``train.track``) are taken by a tracker the caller passes (``make_tracker``, e.g.
+:class:`spikebench.analysis.tracking.Tracker`), so training imports no analysis.
 """
 
 from __future__ import annotations
@@ -16,9 +13,8 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,71 +22,31 @@ import torch
 
 import spikebench
 from spikebench import components
-from spikebench.attacks.backdoor import evaluate_backdoor, poison_dataset
-from spikebench.config import Config, from_dict, load_yaml, to_dict, to_yaml, validate
-from spikebench.data import Dataset, load_dataset
-from spikebench.io import atomic_torch_save, atomic_write_bytes, atomic_write_json, file_hashes
-from spikebench.nn import Network
-from spikebench.registry import SpikebenchError
-from spikebench.rules import RULES, LearningRule
+from spikebench.config import Config, from_dict, load_yaml, to_yaml
+from spikebench.data import Split
+from spikebench.io import atomic_write_bytes, atomic_write_json, file_hashes
+from spikebench.rundir import (
+    CHECKSUMS,
+    SUMMARY_SCHEMA,
+    Built,
+    RunError,
+    build,
+    git_revision,
+    load_checkpoint,
+    load_run,
+    partial_dir,
+    prepare_out_dir,
+    save_checkpoint,
+)
+from spikebench.train.backdoor import evaluate_backdoor
 from spikebench.train.efficiency import OpEnergy, run_record
-from spikebench.train.loop import EpochRecord, Hooks, evaluate, fit
+from spikebench.train.loop import EpochRecord, Hooks, Tracker, evaluate, fit
 from spikebench.train.memory import PeakMemory
-from spikebench.train.resources import check_memory
-from spikebench.train.seeding import generator, seed_everything
+from spikebench.train.seeding import generator
+from spikebench.train.tensor_memory import measure_peak
 
-SUMMARY_SCHEMA = 1
-CHECKSUMS = "checksums.json"
-"""SHA-256 of every other file of a finished run, written last (:mod:`spikebench.studies.validate`)."""
-
-
-class RunError(SpikebenchError):
-    """A run directory that cannot be created, read or loaded."""
-
-
-def git_revision() -> str | None:
-    """The git revision of the source tree spikebench is imported from, when it is a checkout."""
-    src = Path(spikebench.__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=src,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (:func:`spikebench.io.atomic_write_json`)."""
-    atomic_write_json(path, data)
-
-
-@dataclass
-class Built:
-    """Everything a run needs, built from its config."""
-
-    cfg: Config
-    data: Dataset
-    net: Network
-    rule: LearningRule
-    device: torch.device
-
-
-def build(cfg: Config) -> Built:
-    """Seed, load data, build network and rule on the configured device."""
-    device = components.resolve_device(cfg.train.device)
-    seed_everything(cfg.train.seed)
-    data = poison_dataset(load_dataset(cfg.data), cfg.data.backdoor, cfg.train.seed)
-    memory_class = RULES.get(cfg.rule.name).locality.memory
-    check_memory(cfg, data.input_shape, data.n_classes, memory_class, str(device))  # before allocating
-    net = components.build_network(cfg.model, data.input_shape, data.n_classes).to(device)
-    rule = components.build_rule(cfg, net, generator(cfg.train.seed, 2, device))
-    return Built(cfg, data, net, rule, device)
+TrackerFactory = Callable[[Config, Path, Split, torch.device], Tracker]
+"""Builds the tracker of ``train.track`` from (config, partial run directory, test split, device)."""
 
 
 def summary_record(
@@ -134,26 +90,11 @@ def summary_record(
     }
 
 
-def prepare_out_dir(out: Path, force: bool) -> None:
-    """Refuse an existing destination (unless ``force``) and check its parent is writable."""
-    if out.exists() and not force:
-        raise RunError(f"output directory {out} already exists (use --force to replace it)")
-    parent = out.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"cannot create {parent}: {exc.strerror or exc}") from exc
-    if not os.access(parent, os.W_OK):
-        raise RunError(f"output directory {parent} is not writable")
-
-
 def batch_memory(built: Built) -> dict[str, Any]:
     """Exact tensor memory one training batch of the rule needs (``peak_batch_tensor_bytes``), measured
     on the trained network with an update that is not applied (weights, gradients and random streams of
     the run are left as they were). Unlike the process-level ``peak_memory_bytes``, it does not depend on
-    what the process ran before, so it compares rules fairly (:mod:`spikebench.perf.memory`)."""
-    from spikebench.perf.memory import measure_peak
-
+    what the process ran before, so it compares rules fairly (:mod:`spikebench.train.tensor_memory`)."""
     cfg = built.cfg
     n = min(cfg.train.batch_size, len(built.data.train))
     x = built.data.train.x[:n].to(built.device)
@@ -175,38 +116,29 @@ def efficiency(built: Built, energy: OpEnergy | None = None) -> dict[str, Any]:
     return run_record(built.net, built.rule, built.data.test.x, enc, cfg.train.eval_batch_size, energy)
 
 
-def partial_dir(out: Path) -> Path:
-    """Where the run ``out`` is built until it is complete (and where an interrupted run waits)."""
-    return out.resolve().parent / f".{out.name}.partial"
-
-
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """``torch.save`` atomically (:func:`spikebench.io.atomic_torch_save`; a full disk is one line)."""
-    atomic_torch_save(state, path)
-
-
-def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` (never runs pickled code); one-line errors."""
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError as exc:
-        raise RunError(f"{path.parent} has no checkpoint.pt") from exc
-    except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RunError(f"cannot load checkpoint {path}: {first[:200]}") from exc
-
-
 def train_run(
-    cfg: Config, out: Path, *, force: bool = False, hooks: Hooks | None = None, resume: bool = False
+    cfg: Config,
+    out: Path,
+    *,
+    force: bool = False,
+    hooks: Hooks | None = None,
+    resume: bool = False,
+    make_tracker: TrackerFactory | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg`` and write the run directory ``out``; return its summary.
 
     The run is built in :func:`partial_dir` and renamed to ``out`` when complete. With ``resume``, an
     interrupted run of the same config found there continues from its last checkpoint; otherwise an
     interrupted run is refused unless ``force`` (which starts over). A run that fails is removed; one
-    interrupted by the user (SIGINT/SIGTERM) or killed keeps its last checkpoint.
+    interrupted by the user (SIGINT/SIGTERM) or killed keeps its last checkpoint. A config with
+    ``train.track`` needs ``make_tracker``.
     """
-    validate(cfg)
+    components.validate(cfg)
+    if cfg.train.track and make_tracker is None:
+        raise RunError(
+            f"train.track={list(cfg.train.track)} needs a tracker "
+            "(make_tracker=spikebench.analysis.tracking.Tracker)"
+        )
     prepare_out_dir(out, force)
     partial = partial_dir(out)
     state_path = partial / "checkpoint.pt"
@@ -235,10 +167,8 @@ def train_run(
         enc = components.build_encoding(cfg, generator(cfg.train.seed, 1, built.device))
         eval_enc = components.build_encoding(cfg, generator(cfg.train.seed, 3, built.device))
         tracker = None
-        if cfg.train.track:
-            from spikebench.analysis.tracking import Tracker  # here: analysis imports train.run
-
-            tracker = Tracker(cfg, partial, built.data.test, built.device)
+        if cfg.train.track and make_tracker is not None:
+            tracker = make_tracker(cfg, partial, built.data.test, built.device)
         with metrics, PeakMemory(built.device) as mem:
             records = fit(
                 cfg.train,
@@ -268,9 +198,9 @@ def train_run(
             if backdoor.fraction > 0
             else None
         )
-        write_json(partial / "summary.json", summary)
+        atomic_write_json(partial / "summary.json", summary)
         # what makes the run checkable later: the hash of every file it wrote (spikebench.studies.validate)
-        write_json(partial / CHECKSUMS, file_hashes(partial, skip=(CHECKSUMS,)))
+        atomic_write_json(partial / CHECKSUMS, file_hashes(partial, skip=(CHECKSUMS,)))
         if out.exists():
             shutil.rmtree(out)
         os.replace(partial, out)
@@ -282,39 +212,16 @@ def train_run(
     return summary
 
 
-def resume_run(out: Path, *, hooks: Hooks | None = None) -> dict[str, Any]:
+def resume_run(
+    out: Path, *, hooks: Hooks | None = None, make_tracker: TrackerFactory | None = None
+) -> dict[str, Any]:
     """Continue the interrupted run ``out`` from its last checkpoint (its config is the one saved)."""
     partial = partial_dir(out)
     if not (partial / "config.yaml").is_file():
         done = (out / "summary.json").is_file()
         raise RunError(f"{out} is already complete" if done else f"no interrupted run of {out} to resume")
     cfg = from_dict(load_yaml(partial / "config.yaml"))
-    return train_run(cfg, out, force=True, hooks=hooks, resume=True)
-
-
-def read_config(run_dir: Path) -> Config:
-    if not (run_dir / "config.yaml").is_file():
-        raise RunError(f"{run_dir} is not a run directory (no config.yaml)")
-    cfg = from_dict(load_yaml(run_dir / "config.yaml"))
-    validate(cfg)
-    return cfg
-
-
-def load_run(run_dir: Path, device: str | None = None) -> Built:
-    """Rebuild a finished run: its config, data, and the trained network and rule state."""
-    cfg = read_config(run_dir)
-    if device is not None:
-        cfg = from_dict({**to_dict(cfg), "train": {**to_dict(cfg)["train"], "device": device}})
-    built = build(cfg)
-    path = run_dir / "checkpoint.pt"
-    state = load_checkpoint(path, built.device)
-    try:
-        built.net.load_state_dict(state["model"])
-        built.rule.load_state_dict(state.get("rule", {}))
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RunError(f"cannot load checkpoint {path}: {first[:200]}") from exc
-    return built
+    return train_run(cfg, out, force=True, hooks=hooks, resume=True, make_tracker=make_tracker)
 
 
 def eval_run(run_dir: Path) -> dict[str, Any]:
@@ -376,7 +283,7 @@ def import_run(
         f"model.kappa={net.readout.kappa!r}",
     ]
     cfg = load_config(None, [*overrides, *model])
-    validate(cfg)
+    components.validate(cfg)
     if cfg.model.arch != "mlp":
         raise RunError("a NIR graph of dense LIF layers imports as model.arch=mlp")
     prepare_out_dir(out, force)
@@ -414,8 +321,8 @@ def import_run(
             "spikebench_version": spikebench.__version__,
             "efficiency": efficiency(built),
         }
-        write_json(partial / "summary.json", summary)
-        write_json(partial / CHECKSUMS, file_hashes(partial, skip=(CHECKSUMS,)))
+        atomic_write_json(partial / "summary.json", summary)
+        atomic_write_json(partial / CHECKSUMS, file_hashes(partial, skip=(CHECKSUMS,)))
         if out.exists():
             shutil.rmtree(out)
         os.replace(partial, out)

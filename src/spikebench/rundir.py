@@ -1,0 +1,144 @@
+"""A run directory on disk: its layout, and reading a finished run back.
+
+A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one
+:class:`~spikebench.train.loop.EpochRecord` per epoch), ``checkpoint.pt`` (the full training state
+of :func:`~spikebench.train.loop.training_state`: model, rule state, optimiser, schedule, random
+streams, records; loadable with ``weights_only=True``) and ``summary.json`` (schema in
+:func:`spikebench.train.run.summary_record`). It is built in ``.NAME.partial`` beside its destination
+(:func:`partial_dir`) and renamed when complete, so nothing half-written ever stands under the final
+name. ``checksums.json``, written last, holds the SHA-256 of every other file, so that a damaged or
+changed record is detected before it is trusted. Training a run is :mod:`spikebench.train.run`; this
+module imports nothing of the training loop.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import spikebench
+from spikebench import components
+from spikebench.config import Config, from_dict, load_yaml, to_dict
+from spikebench.data import Dataset, load_dataset
+from spikebench.data.poison import BACKDOOR_STREAM, poison_dataset
+from spikebench.io import atomic_torch_save
+from spikebench.nn import Network
+from spikebench.registry import SpikebenchError
+from spikebench.rules import RULES, LearningRule
+from spikebench.train.resources import check_memory
+from spikebench.train.seeding import generator, seed_everything
+
+SUMMARY_SCHEMA = 1
+CHECKSUMS = "checksums.json"
+"""SHA-256 of every other file of a finished run, written last (:mod:`spikebench.studies.validate`)."""
+
+
+class RunError(SpikebenchError):
+    """A run directory that cannot be created, read or loaded."""
+
+
+def git_revision() -> str | None:
+    """The git revision of the source tree spikebench is imported from, when it is a checkout."""
+    src = Path(spikebench.__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=src,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+@dataclass
+class Built:
+    """Everything a run needs, built from its config."""
+
+    cfg: Config
+    data: Dataset
+    net: Network
+    rule: LearningRule
+    device: torch.device
+
+
+def build(cfg: Config) -> Built:
+    """Seed, load data, build network and rule on the configured device."""
+    device = components.resolve_device(cfg.train.device)
+    seed_everything(cfg.train.seed)
+    data = poison_dataset(
+        load_dataset(cfg.data), cfg.data.backdoor, generator(cfg.train.seed, BACKDOOR_STREAM)
+    )
+    memory_class = RULES.get(cfg.rule.name).locality.memory
+    check_memory(cfg, data.input_shape, data.n_classes, memory_class, str(device))  # before allocating
+    net = components.build_network(cfg.model, data.input_shape, data.n_classes).to(device)
+    rule = components.build_rule(cfg, net, generator(cfg.train.seed, 2, device))
+    return Built(cfg, data, net, rule, device)
+
+
+def prepare_out_dir(out: Path, force: bool) -> None:
+    """Refuse an existing destination (unless ``force``) and check its parent is writable."""
+    if out.exists() and not force:
+        raise RunError(f"output directory {out} already exists (use --force to replace it)")
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot create {parent}: {exc.strerror or exc}") from exc
+    if not os.access(parent, os.W_OK):
+        raise RunError(f"output directory {parent} is not writable")
+
+
+def partial_dir(out: Path) -> Path:
+    """Where the run ``out`` is built until it is complete (and where an interrupted run waits)."""
+    return out.resolve().parent / f".{out.name}.partial"
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` atomically (:func:`spikebench.io.atomic_torch_save`; a full disk is one line)."""
+    atomic_torch_save(state, path)
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (never runs pickled code); one-line errors."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError as exc:
+        raise RunError(f"{path.parent} has no checkpoint.pt") from exc
+    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunError(f"cannot load checkpoint {path}: {first[:200]}") from exc
+
+
+def read_config(run_dir: Path) -> Config:
+    """The validated config of the run directory ``run_dir``."""
+    if not (run_dir / "config.yaml").is_file():
+        raise RunError(f"{run_dir} is not a run directory (no config.yaml)")
+    cfg = from_dict(load_yaml(run_dir / "config.yaml"))
+    components.validate(cfg)
+    return cfg
+
+
+def load_run(run_dir: Path, device: str | None = None) -> Built:
+    """Rebuild a finished run: its config, data, and the trained network and rule state."""
+    cfg = read_config(run_dir)
+    if device is not None:
+        cfg = from_dict({**to_dict(cfg), "train": {**to_dict(cfg)["train"], "device": device}})
+    built = build(cfg)
+    path = run_dir / "checkpoint.pt"
+    state = load_checkpoint(path, built.device)
+    try:
+        built.net.load_state_dict(state["model"])
+        built.rule.load_state_dict(state.get("rule", {}))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RunError(f"cannot load checkpoint {path}: {first[:200]}") from exc
+    return built
