@@ -35,7 +35,7 @@ class BackdoorConfig:
     """Training-time backdoor poisoning (BadNets, Gu et al. 2017); ``fraction`` 0 = off.
 
     ``fraction`` of the training samples get a ``size`` x ``size`` trigger patch of value ``value`` and
-    the label ``target`` (details: :mod:`spikebench.attacks.backdoor`).
+    the label ``target`` (details: :mod:`spikebench.data.poison`).
     """
 
     fraction: float = 0.0

@@ -1,6 +1,6 @@
 """Run an attack on a trained run over a list of eps and record the results.
 
-:func:`run_attack` works on runs already loaded (:func:`spikebench.train.run.load_run`) and returns a
+:func:`run_attack` works on runs already loaded (:func:`spikebench.rundir.load_run`) and returns a
 report (plain data, schema :data:`SCHEMA`); :func:`attack_run` loads the runs from disk, checks the
 request first, and writes ``RUN_DIR/attacks/<stem>.json`` (atomically) and a robustness curve
 ``<stem>.png`` beside it, where ``<stem>`` is :func:`report_stem`. One record per eps:
