@@ -1,0 +1,49 @@
+"""The names of the records spikebench writes and reads back, in one place.
+
+Writers (training, the study runner, the analysis step) and readers (the report and its verdicts)
+import these names instead of spelling the strings, so a misspelt name is an import error rather than
+an empty table. This module imports nothing.
+"""
+
+from __future__ import annotations
+
+# a run directory (spikebench.rundir)
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+SUMMARY = "summary.json"
+CHECKSUMS = "checksums.json"
+"""SHA-256 of every other file of a finished run, written last (:mod:`spikebench.studies.validate`)."""
+ATTACKS_DIR = "attacks"
+"""Attack records ``<run>/attacks/<stem>.json`` (stems: :func:`spikebench.attacks.runner.report_stem`)."""
+ALIGNMENT_LOG = "alignment.jsonl"
+FISHER_LOG = "fisher.jsonl"
+PROBES_DIR = "probes"
+
+# a study directory (spikebench.studies.runner)
+MANIFEST = "study.json"
+RUNS_DIR = "runs"
+ANALYSIS_DIR = "analysis"
+SIMILARITY_CONTROLS = "similarity_controls"
+"""Stem of the C1 controls record ``analysis/similarity_controls.json``."""
+
+# the parts of a study's manifest
+PART_TRADEOFF = "tradeoff"
+PART_SIMILARITY = "similarity"
+PART_RECURRENCE = "recurrence"
+PART_RECURRENCE_SEQUENTIAL = "recurrence-sequential"
+PART_RECURRENCE_MATCHED = "recurrence-matched"
+PART_ATTACKS = "attacks"
+PART_BACKDOOR = "backdoor"
+PARTS = (
+    PART_TRADEOFF,
+    PART_SIMILARITY,
+    PART_RECURRENCE,
+    PART_RECURRENCE_SEQUENTIAL,
+    PART_RECURRENCE_MATCHED,
+    PART_ATTACKS,
+    PART_BACKDOOR,
+)
+
+REFERENCE_RULE = "bptt"
+"""The exact-gradient rule every other rule is compared with (CKA ceiling, alignment, gaps)."""
