@@ -8,6 +8,8 @@ an empty table. This module imports nothing.
 from __future__ import annotations
 
 # a run directory (spikebench.rundir)
+SUMMARY_SCHEMA = 1
+"""Version of ``summary.json`` (:func:`spikebench.train.run.summary_record`)."""
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"

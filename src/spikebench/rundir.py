@@ -28,14 +28,11 @@ from spikebench.data import Dataset, load_dataset
 from spikebench.data.poison import BACKDOOR_STREAM, poison_dataset
 from spikebench.io import atomic_torch_save
 from spikebench.nn import Network
+from spikebench.records import CHECKPOINT, CONFIG
 from spikebench.registry import SpikebenchError
 from spikebench.rules import RULES, LearningRule
 from spikebench.train.resources import check_memory
 from spikebench.train.seeding import generator, seed_everything
-
-SUMMARY_SCHEMA = 1
-CHECKSUMS = "checksums.json"
-"""SHA-256 of every other file of a finished run, written last (:mod:`spikebench.studies.validate`)."""
 
 
 class RunError(SpikebenchError):
@@ -120,9 +117,9 @@ def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
 
 def read_config(run_dir: Path) -> Config:
     """The validated config of the run directory ``run_dir``."""
-    if not (run_dir / "config.yaml").is_file():
+    if not (run_dir / CONFIG).is_file():
         raise RunError(f"{run_dir} is not a run directory (no config.yaml)")
-    cfg = from_dict(load_yaml(run_dir / "config.yaml"))
+    cfg = from_dict(load_yaml(run_dir / CONFIG))
     components.validate(cfg)
     return cfg
 
@@ -133,7 +130,7 @@ def load_run(run_dir: Path, device: str | None = None) -> Built:
     if device is not None:
         cfg = from_dict({**to_dict(cfg), "train": {**to_dict(cfg)["train"], "device": device}})
     built = build(cfg)
-    path = run_dir / "checkpoint.pt"
+    path = run_dir / CHECKPOINT
     state = load_checkpoint(path, built.device)
     try:
         built.net.load_state_dict(state["model"])

@@ -29,6 +29,7 @@ from spikebench.analysis.errors import AnalysisError
 from spikebench.analysis.probes import ProbeRecord, load_probes
 from spikebench.config import Config
 from spikebench.io import atomic_save_fig, atomic_write_json
+from spikebench.records import ALIGNMENT_LOG, FISHER_LOG, REFERENCE_RULE
 from spikebench.registry import Registry
 from spikebench.rundir import load_run, read_config
 
@@ -102,7 +103,7 @@ def describe_runs(run_dirs: list[Path]) -> list[RunInfo]:
 def _reference(runs: list[RunInfo], reference: Path | None) -> int:
     if reference is not None:
         return [r.path.resolve() for r in runs].index(Path(reference).resolve())
-    bptt = [i for i, r in enumerate(runs) if r.cfg.rule.name == "bptt"]
+    bptt = [i for i, r in enumerate(runs) if r.cfg.rule.name == REFERENCE_RULE]
     plain = [i for i in bptt if not runs[i].cfg.model.recurrent]
     return (plain or bptt or [0])[0]
 
@@ -269,7 +270,7 @@ def analyze_alignment(run_dirs: list[Path], opts: AnalyzeOptions) -> AnalysisOut
     runs = describe_runs(run_dirs)
     series = []
     for run in runs:
-        rows = _read_jsonl(run.path / "alignment.jsonl", "gradient alignment", "grad_alignment")
+        rows = _read_jsonl(run.path / ALIGNMENT_LOG, "gradient alignment", "grad_alignment")
         layers = list(dict.fromkeys(name for row in rows for name in row["layers"]))
         series.append(
             {
@@ -341,7 +342,7 @@ def analyze_fisher(run_dirs: list[Path], opts: AnalyzeOptions) -> AnalysisOutput
             raise AnalysisError(f"{run.path}: no test samples to compute Fisher information on")
         built.net.eval()
         info = probe_fisher(built.net, built.cfg, split)
-        tracked = run.path / "fisher.jsonl"
+        tracked = run.path / FISHER_LOG
         epochs = _read_jsonl(tracked, "Fisher", "fisher") if tracked.is_file() else []
         results.append({"final": info.to_dict(), "epochs": epochs})
     record = {

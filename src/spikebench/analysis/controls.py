@@ -42,6 +42,7 @@ from spikebench.analysis.cka import linear_cka
 from spikebench.analysis.errors import AnalysisError
 from spikebench.analysis.probes import load_probes
 from spikebench.analysis.stats import bootstrap_ci
+from spikebench.records import ALIGNMENT_LOG, CHECKPOINT, REFERENCE_RULE, SUMMARY
 from spikebench.rules import RULES
 
 CONTROLS_SCHEMA = 1
@@ -65,7 +66,7 @@ def partner_of(seed: int, pairs: dict[int, int]) -> int:
 
 def _summary(path: Path) -> dict[str, Any]:
     try:
-        return json.loads((path / "summary.json").read_text())
+        return json.loads((path / SUMMARY).read_text())
     except (OSError, ValueError) as exc:
         raise AnalysisError(f"cannot read {path / 'summary.json'}: {exc}") from exc
 
@@ -74,7 +75,7 @@ def _checkpoint(path: Path) -> dict[str, Any]:
     import torch
 
     try:
-        return torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+        return torch.load(path / CHECKPOINT, map_location="cpu", weights_only=True)["model"]
     except Exception as exc:  # torch raises many types for corrupt files
         raise AnalysisError(f"cannot read the network of {path}: {type(exc).__name__}") from exc
 
@@ -96,15 +97,15 @@ def _layer_dims(path: Path, rows: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def _alignment_rows(path: Path, rule: str, seed: int, online: bool) -> list[dict[str, Any]]:
-    rows = _read_jsonl(path / "alignment.jsonl", "gradient alignment", "grad_alignment")
+    rows = _read_jsonl(path / ALIGNMENT_LOG, "gradient alignment", "grad_alignment")
     if not rows:
         return []
     last = max(r["epoch"] for r in rows)
     rows = [r for r in rows if r["epoch"] == last]
     dims = _layer_dims(path, rows)
     out = []
-    for reference in ("bptt", "own"):
-        if reference == "bptt":
+    for reference in (REFERENCE_RULE, "own"):
+        if reference == REFERENCE_RULE:
             series = [r["layers"] for r in rows]
         elif all("own" in r for r in rows):
             series = [r["own"] for r in rows]
@@ -137,7 +138,7 @@ def similarity_controls(run_dirs: list[Path]) -> dict[str, Any]:
     summaries = [_summary(r.path) for r in runs]
     probes = [load_probes(r.path) for r in runs]
     _check_probe_sets(runs, probes)
-    bptt = {r.cfg.train.seed: i for i, r in enumerate(runs) if r.cfg.rule.name == "bptt"}
+    bptt = {r.cfg.train.seed: i for i, r in enumerate(runs) if r.cfg.rule.name == REFERENCE_RULE}
     pairs = partners(list(bptt))
     layers = sorted({name for p in probes for e in p.epochs.values() for name in e}, key=_layer_key)
     cka: list[dict[str, Any]] = []
@@ -147,7 +148,7 @@ def similarity_controls(run_dirs: list[Path]) -> dict[str, Any]:
     for i, (run, rec) in enumerate(zip(runs, probes, strict=True)):
         rule, seed = run.cfg.rule.name, run.cfg.train.seed
         other = probes[bptt[partner_of(seed, pairs)]]
-        kind = "ceiling" if rule == "bptt" else "rule"
+        kind = "ceiling" if rule == REFERENCE_RULE else "rule"
         untrained = rec.epochs.get(0, {})
         for epoch in sorted(set(rec.epochs) & set(other.epochs)):
             for layer in layers:

@@ -39,6 +39,7 @@ from spikebench.config import Config
 from spikebench.data import Split
 from spikebench.io import atomic_write_json
 from spikebench.nn import Network
+from spikebench.records import ALIGNMENT_LOG, FISHER_LOG
 from spikebench.rules import LearningRule
 from spikebench.train.seeding import generator
 
@@ -89,7 +90,7 @@ class Tracker:
         row["sizes"] = layer_sizes(net)
         if m["objective"] != "sequence":
             row["own"] = m["own"]
-        _append_jsonl(self.run_dir / "alignment.jsonl", row)
+        _append_jsonl(self.run_dir / ALIGNMENT_LOG, row)
         self.seconds["grad_alignment"] += time.perf_counter() - start
 
     def epoch(self, epoch: int, net: Network) -> None:
@@ -107,7 +108,7 @@ class Tracker:
         if "fisher" in self.track:
             start = time.perf_counter()
             info = probe_fisher(net, self.cfg, self.fisher_split)
-            _append_jsonl(self.run_dir / "fisher.jsonl", {"epoch": epoch, **info.to_dict()})
+            _append_jsonl(self.run_dir / FISHER_LOG, {"epoch": epoch, **info.to_dict()})
             self.seconds["fisher"] += time.perf_counter() - start
 
     def state_dict(self) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from spikebench.attacks.gradient import PGD
 from spikebench.attacks.threat import AttackError, Norm, ThreatModel
 from spikebench.dynamics import SURROGATES, make_surrogate
 from spikebench.io import atomic_save_fig, atomic_write_json
+from spikebench.records import ATTACKS_DIR
 from spikebench.rundir import Built, load_run
 from spikebench.train.seeding import generator
 
@@ -378,4 +379,4 @@ def result_path(
     surrogate: tuple[str, float | None] | None = None,
 ) -> Path:
     """Where :func:`attack_run` writes the report of this request: ``run_dir/attacks/<stem>.json``."""
-    return run_dir / "attacks" / f"{report_stem(attack, grad_source, norm, surrogate)}.json"
+    return run_dir / ATTACKS_DIR / f"{report_stem(attack, grad_source, norm, surrogate)}.json"

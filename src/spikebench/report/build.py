@@ -18,6 +18,17 @@ from spikebench.attacks.evidence import (
     worst_case,
 )
 from spikebench.io import atomic_write_text
+from spikebench.records import (
+    ANALYSIS_DIR,
+    PART_ATTACKS,
+    PART_BACKDOOR,
+    PART_RECURRENCE,
+    PART_RECURRENCE_MATCHED,
+    PART_RECURRENCE_SEQUENTIAL,
+    PART_SIMILARITY,
+    PART_TRADEOFF,
+    REFERENCE_RULE,
+)
 from spikebench.report import plots
 from spikebench.report.controls import controls_section
 from spikebench.report.document import Block, Heading, Image, Para, Table, to_html, to_markdown
@@ -142,7 +153,7 @@ def similarity_section(records: StudyRecords, out: Path) -> list[Block]:
             ["rule", "CKA with bptt (last hidden layer, final epoch)", "mean gradient cosine with bptt"], rows
         )
     )
-    for png in sorted((records.path / "analysis").glob("*.png")):
+    for png in sorted((records.path / ANALYSIS_DIR).glob("*.png")):
         blocks.append(Image(png, png.stem))
     return blocks + controls_section(records.path)
 
@@ -527,15 +538,17 @@ def build_blocks(records: StudyRecords, out: Path) -> tuple[list[Block], list[Ve
         ),
         *verdict_blocks(verdicts, out),
     ]
-    if "tradeoff" in parts:
-        blocks += tradeoff_section(records.part("tradeoff"), out)
-        blocks += efficiency_section(records.part("tradeoff"), out)
-    if "similarity" in parts:
+    if PART_TRADEOFF in parts:
+        blocks += tradeoff_section(records.part(PART_TRADEOFF), out)
+        blocks += efficiency_section(records.part(PART_TRADEOFF), out)
+    if PART_SIMILARITY in parts:
         blocks += similarity_section(records, out)
-    if "recurrence" in parts:
-        blocks += recurrence_section(records.part("recurrence") + records.part("recurrence-sequential"), out)
-    if "attacks" in parts:
-        blocks += attacks_section(records.part("attacks"), records.part("backdoor"), out)
+    if PART_RECURRENCE in parts:
+        blocks += recurrence_section(
+            records.part(PART_RECURRENCE) + records.part(PART_RECURRENCE_SEQUENTIAL), out
+        )
+    if PART_ATTACKS in parts:
+        blocks += attacks_section(records.part(PART_ATTACKS), records.part(PART_BACKDOOR), out)
     if records.failed:
         blocks.append(Heading("Failed runs"))
         blocks.append(Para("Failed runs are left out of every table and verdict above."))
@@ -579,7 +592,7 @@ def reference_gate(verdict: Verdict, records: StudyRecords) -> Verdict:
     when none of them completed: its verdict becomes "not computed", with the runs named. (A failed run
     is a result, listed as such; the others still decide.)"""
     keys = {k for p in _claim_parts(verdict.claim) for k in records.manifest.get("parts", {}).get(p, [])}
-    bptt = [records.runs[k] for k in keys if k in records.runs and records.runs[k].rule == "bptt"]
+    bptt = [records.runs[k] for k in keys if k in records.runs and records.runs[k].rule == REFERENCE_RULE]
     missing = [r for r in bptt if r.status in ("missing", "corrupt")]
     if bptt and not any(r.ok for r in bptt):
         missing = [r for r in bptt if not r.ok]
@@ -600,11 +613,11 @@ def reference_gate(verdict: Verdict, records: StudyRecords) -> Verdict:
 
 def _claim_parts(claim: str) -> set[str]:
     return {
-        "C1": {"similarity"},
-        "C2": {"tradeoff"},
-        "C3": {"recurrence", "recurrence-sequential", "recurrence-matched"},
-        "C4.i": {"attacks"},
-        "C4.ii": {"attacks"},
+        "C1": {PART_SIMILARITY},
+        "C2": {PART_TRADEOFF},
+        "C3": {PART_RECURRENCE, PART_RECURRENCE_SEQUENTIAL, PART_RECURRENCE_MATCHED},
+        "C4.i": {PART_ATTACKS},
+        "C4.ii": {PART_ATTACKS},
     }[claim]
 
 

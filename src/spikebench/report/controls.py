@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from spikebench.records import ANALYSIS_DIR, REFERENCE_RULE, SIMILARITY_CONTROLS
 from spikebench.report.document import Block, Heading, Image, Para, Table
 
 
@@ -76,14 +77,16 @@ def alignment_rows(record: dict[str, Any]) -> list[list[str]]:
     for rule, layer in dict.fromkeys((a["rule"], a["layer"]) for a in summary):
         mine = {a["reference"]: a for a in summary if a["rule"] == rule and a["layer"] == layer}
         base = max(a["random_baseline"] for a in mine.values())
-        out.append([rule, str(layer), _with_ci(mine.get("bptt")), _with_ci(mine.get("own")), f"{base:.3g}"])
+        out.append(
+            [rule, str(layer), _with_ci(mine.get(REFERENCE_RULE)), _with_ci(mine.get("own")), f"{base:.3g}"]
+        )
     return out
 
 
 def controls_section(study_dir: Path) -> list[Block]:
     """The C1 controls of a study (nothing when it has none)."""
-    analysis = study_dir / "analysis"
-    record = _read(analysis / "similarity_controls.json")
+    analysis = study_dir / ANALYSIS_DIR
+    record = _read(analysis / f"{SIMILARITY_CONTROLS}.json")
     provenance = _read(analysis / "provenance.json") or {}
     blocks: list[Block] = []
     problems = provenance.get("problems") or []

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spikebench.records import ANALYSIS_DIR, ATTACKS_DIR, RUNS_DIR, SUMMARY
 from spikebench.registry import SpikebenchError
 
 
@@ -144,16 +145,16 @@ def load_study(path: Path) -> StudyRecords:
         raise ReportError(f"{path} is not a study directory (no readable study.json)")
     runs = {}
     for key, config in manifest["runs"].items():
-        run_dir = path / "runs" / key
-        failure = _read(path / "runs" / f"{key}.failed.json")
+        run_dir = path / RUNS_DIR / key
+        failure = _read(path / RUNS_DIR / f"{key}.failed.json")
         rec = RunRecord(key, config, None, failure if isinstance(failure, dict) else None, path=run_dir)
-        if (run_dir / "summary.json").exists():
+        if (run_dir / SUMMARY).exists():
             problem = check_run(run_dir, config, strict=False)
             if problem is None:
-                rec.summary = _read(run_dir / "summary.json")
+                rec.summary = _read(run_dir / SUMMARY)
             else:
                 rec.corrupt = problem
-        for f in sorted((run_dir / "attacks").glob("*.json")) if rec.ok and run_dir.is_dir() else []:
+        for f in sorted((run_dir / ATTACKS_DIR).glob("*.json")) if rec.ok and run_dir.is_dir() else []:
             data = _read(f)
             problem = "not valid JSON" if data is None else check_attack(data)
             if problem is None:
@@ -162,8 +163,8 @@ def load_study(path: Path) -> StudyRecords:
                 rec.bad_attacks[f.stem] = problem
         runs[key] = rec
     analyses = (
-        {f.stem: _read(f) for f in sorted((path / "analysis").glob("*.json"))}
-        if (path / "analysis").is_dir()
+        {f.stem: _read(f) for f in sorted((path / ANALYSIS_DIR).glob("*.json"))}
+        if (path / ANALYSIS_DIR).is_dir()
         else {}
     )
     return StudyRecords(path, manifest, runs, analyses)

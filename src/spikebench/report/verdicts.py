@@ -25,6 +25,16 @@ from scipy import stats as st
 
 from spikebench.analysis import stats
 from spikebench.analysis.controls import alignment_summary
+from spikebench.records import (
+    PART_ATTACKS,
+    PART_RECURRENCE,
+    PART_RECURRENCE_MATCHED,
+    PART_RECURRENCE_SEQUENTIAL,
+    PART_SIMILARITY,
+    PART_TRADEOFF,
+    REFERENCE_RULE,
+    SIMILARITY_CONTROLS,
+)
 from spikebench.report.records import RunRecord, StudyRecords
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_COMPUTED = (
@@ -275,7 +285,7 @@ def c1_similarity(controls: dict[str, Any] | None, n_test: int | None = None) ->
     gated: dict[str, list[int]] = {}
     degenerate = []
     for (kind, rule, s), (_, v) in sorted(last.items()):
-        if kind != "rule" or rule == "bptt":
+        if kind != "rule" or rule == REFERENCE_RULE:
             continue
         c, f = ceiling.get(s, c_mean), floor.get(s, f_mean)
         if c - f <= 1e-6:
@@ -300,7 +310,7 @@ def c1_similarity(controls: dict[str, Any] | None, n_test: int | None = None) ->
         d["accuracy"] = {k: float(v) for k, v in (accuracy.get(rule) or {}).items()}
     alignment = alignment_summary(controls, n_boot=N_BOOT)
     for a in alignment:
-        if a["reference"] == "bptt" and a["layer"] == layer and a["rule"] in per:
+        if a["reference"] == REFERENCE_RULE and a["layer"] == layer and a["rule"] in per:
             per[a["rule"]]["gradient_cosine"] = a["cosine"]
             per[a["rule"]]["gradient_cosine_ci95"] = a["ci95"]
             per[a["rule"]]["random_baseline"] = a["random_baseline"]
@@ -642,7 +652,7 @@ def c4_gap(runs: list[RunRecord]) -> Verdict:
             online[r.rule] = is_online(r.summary["locality"])
     values: dict[str, dict[int, float]] = {}
     for (ds, rule, seed), g in gaps.items():
-        ref = gaps.get((ds, "bptt", seed))
+        ref = gaps.get((ds, REFERENCE_RULE, seed))
         if online.get(rule) and ref is not None:
             values.setdefault(f"{rule} ({ds})", {})[seed] = g - ref
     claim = "C4.ii"
@@ -700,23 +710,23 @@ def all_verdicts(records: StudyRecords) -> list[Verdict]:
     """Every claim's verdict, for the parts the study ran."""
     parts = set(records.manifest.get("parts", {}))
     out = []
-    if "similarity" in parts:
+    if PART_SIMILARITY in parts:
         out.append(
             c1_similarity(
-                records.analyses.get("similarity_controls"), n_test_samples(records.part("similarity"))
+                records.analyses.get(SIMILARITY_CONTROLS), n_test_samples(records.part(PART_SIMILARITY))
             )
         )
-    if "tradeoff" in parts:
-        out.append(c2_tradeoff(records.part("tradeoff")))
-    if "recurrence" in parts:
+    if PART_TRADEOFF in parts:
+        out.append(c2_tradeoff(records.part(PART_TRADEOFF)))
+    if PART_RECURRENCE in parts:
         out.append(
             c3_recurrence(
-                records.part("recurrence") + records.part("recurrence-sequential"),
-                records.part("recurrence-matched"),
+                records.part(PART_RECURRENCE) + records.part(PART_RECURRENCE_SEQUENTIAL),
+                records.part(PART_RECURRENCE_MATCHED),
             )
         )
-    if "attacks" in parts:
-        out += [c4_transport(records.part("attacks")), c4_gap(records.part("attacks"))]
+    if PART_ATTACKS in parts:
+        out += [c4_transport(records.part(PART_ATTACKS)), c4_gap(records.part(PART_ATTACKS))]
     return out
 
 

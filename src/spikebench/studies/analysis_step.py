@@ -28,6 +28,17 @@ from spikebench.analysis.analyze import AnalyzeOptions, run_analysis
 from spikebench.analysis.control_plots import plot_controls
 from spikebench.analysis.controls import similarity_controls
 from spikebench.io import atomic_write_json, sha256
+from spikebench.records import (
+    ALIGNMENT_LOG,
+    ANALYSIS_DIR,
+    CHECKPOINT,
+    FISHER_LOG,
+    PART_SIMILARITY,
+    PROBES_DIR,
+    RUNS_DIR,
+    SIMILARITY_CONTROLS,
+    SUMMARY,
+)
 from spikebench.registry import SpikebenchError
 
 log = logging.getLogger(__name__)
@@ -35,10 +46,10 @@ log = logging.getLogger(__name__)
 PROVENANCE_SCHEMA = 1
 #: the files of a run each analysis reads (globs relative to the run directory)
 INPUTS: dict[str, tuple[str, ...]] = {
-    "cka": ("summary.json", "probes/meta.json", "probes/epoch_*.pt"),
-    "alignment": ("summary.json", "alignment.jsonl"),
-    "fisher": ("summary.json", "checkpoint.pt", "fisher.jsonl"),
-    "controls": ("summary.json", "checkpoint.pt", "probes/meta.json", "probes/epoch_*.pt", "alignment.jsonl"),
+    "cka": (SUMMARY, f"{PROBES_DIR}/meta.json", f"{PROBES_DIR}/epoch_*.pt"),
+    "alignment": (SUMMARY, ALIGNMENT_LOG),
+    "fisher": (SUMMARY, CHECKPOINT, FISHER_LOG),
+    "controls": (SUMMARY, CHECKPOINT, f"{PROBES_DIR}/meta.json", f"{PROBES_DIR}/epoch_*.pt", ALIGNMENT_LOG),
 }
 
 
@@ -50,7 +61,9 @@ def _completed(study_dir: Path, part: str) -> list[Path]:
     manifest = json.loads((study_dir / "study.json").read_text())
     keys = manifest.get("parts", {}).get(part, [])
     runs = manifest.get("runs", {})
-    return [study_dir / "runs" / k for k in keys if check_run(study_dir / "runs" / k, runs.get(k)) is None]
+    return [
+        study_dir / RUNS_DIR / k for k in keys if check_run(study_dir / RUNS_DIR / k, runs.get(k)) is None
+    ]
 
 
 def _by_rule(values: list[tuple[str, float | None]]) -> dict[str, float]:
@@ -65,9 +78,9 @@ def _listed(study_dir: Path, part: str) -> list[Path]:
     """Every run directory of ``part`` that exists, valid or not (what the inputs are hashed over)."""
     manifest = json.loads((study_dir / "study.json").read_text())
     return [
-        study_dir / "runs" / k
+        study_dir / RUNS_DIR / k
         for k in manifest.get("parts", {}).get(part, [])
-        if (study_dir / "runs" / k).is_dir()
+        if (study_dir / RUNS_DIR / k).is_dir()
     ]
 
 
@@ -83,7 +96,7 @@ def input_hashes(study_dir: Path, runs: list[Path], name: str) -> dict[str, str]
 
 
 def load_provenance(study_dir: Path) -> dict[str, Any]:
-    path = study_dir / "analysis" / "provenance.json"
+    path = study_dir / ANALYSIS_DIR / "provenance.json"
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -120,7 +133,7 @@ def _fisher(runs: list[Path], out: Path) -> list[Path]:
 
 def _controls(runs: list[Path], out: Path) -> list[Path]:
     record = similarity_controls(runs)
-    path = out / "similarity_controls.json"
+    path = out / f"{SIMILARITY_CONTROLS}.json"
     atomic_write_json(path, record)
     return [path, *plot_controls(record, out / "controls")]
 
@@ -150,10 +163,10 @@ def analyze_study(study_dir: Path) -> list[str]:
     """Run (or reuse, see the module docstring) the cross-run analyses of the study's ``similarity``
     part; returns problems (one line each) instead of raising, so that a report can still be built from
     whatever records exist. The problems are also kept in ``provenance.json``."""
-    out = study_dir / "analysis"
+    out = study_dir / ANALYSIS_DIR
     out.mkdir(exist_ok=True)
-    runs = _completed(study_dir, "similarity")
-    listed = _listed(study_dir, "similarity")
+    runs = _completed(study_dir, PART_SIMILARITY)
+    listed = _listed(study_dir, PART_SIMILARITY)
     problems: list[str] = []
     if len(runs) < 2:
         return problems

@@ -14,6 +14,16 @@ from dataclasses import dataclass
 import torch
 
 from spikebench.config import Config, ModelConfig, to_dict
+from spikebench.records import (
+    PART_ATTACKS,
+    PART_BACKDOOR,
+    PART_RECURRENCE,
+    PART_RECURRENCE_MATCHED,
+    PART_RECURRENCE_SEQUENTIAL,
+    PART_SIMILARITY,
+    PART_TRADEOFF,
+    REFERENCE_RULE,
+)
 from spikebench.registry import Registry
 from spikebench.rules import RULES
 from spikebench.studies.grid import expand
@@ -183,7 +193,7 @@ def add_blackbox_attacks(plan: Plan, keys: list[str], mode: Mode, attacks: tuple
 @STUDIES.register("tradeoff")
 def tradeoff(plan: Plan, base: Config, mode: Mode) -> None:
     """C2: every rule x {feed-forward, recurrent}: accuracy, time, memory, ordered by locality."""
-    plan.add_runs("tradeoff", grid(base, mode, rule__name=rules(), model__recurrent=[False, True]))
+    plan.add_runs(PART_TRADEOFF, grid(base, mode, rule__name=rules(), model__recurrent=[False, True]))
 
 
 @STUDIES.register("similarity")
@@ -196,8 +206,8 @@ def similarity(plan: Plan, base: Config, mode: Mode) -> None:
     seeds = {cfg.train.seed for cfg in configs}
     if len(seeds) < 2 and "train.seed" not in mode.user_keys:  # a seed the user pinned stays the only one
         extra = [s for s in range(2) if s not in seeds]
-        configs += grid(base, mode, rule__name=["bptt"], model__recurrent=[False], train__seed=extra)
-    plan.add_runs("similarity", configs)
+        configs += grid(base, mode, rule__name=[REFERENCE_RULE], model__recurrent=[False], train__seed=extra)
+    plan.add_runs(PART_SIMILARITY, configs)
 
 
 #: input features per step of the static datasets (the parameter-matched twin is sized from them)
@@ -246,11 +256,13 @@ def recurrence(plan: Plan, base: Config, mode: Mode) -> None:
     """C3: feed-forward vs recurrent under PGD/FGSM, Square and noise, on static and sequential data; and a
     feed-forward twin with about the recurrent network's parameter count on the static data (the control
     that separates recurrence from parameter count)."""
-    static = plan.add_runs("recurrence", grid(base, mode, rule__name=rules(), model__recurrent=[False, True]))
+    static = plan.add_runs(
+        PART_RECURRENCE, grid(base, mode, rule__name=rules(), model__recurrent=[False, True])
+    )
     seq_rules = list(mode.seq_rules) if mode.seq_rules else rules()
     seq_rules = [r for r in seq_rules if r in RULES]
     sequential = plan.add_runs(
-        "recurrence-sequential",
+        PART_RECURRENCE_SEQUENTIAL,
         grid(
             base,
             mode,
@@ -267,7 +279,7 @@ def recurrence(plan: Plan, base: Config, mode: Mode) -> None:
         twins = [r for r in (mode.matched_rules or rules()) if r in RULES]
         keys.append(
             plan.add_runs(
-                "recurrence-matched",
+                PART_RECURRENCE_MATCHED,
                 grid(base, mode, rule__name=twins, model__recurrent=[False], model__hidden=[hidden]),
             )
         )
@@ -279,15 +291,15 @@ def recurrence(plan: Plan, base: Config, mode: Mode) -> None:
 def attacks(plan: Plan, base: Config, mode: Mode) -> None:
     """C4: every rule under exact, rule and transfer gradients, gradient-free attacks, and backdoors."""
     configs = grid(base, mode, rule__name=rules(), model__recurrent=[False])
-    keys = plan.add_runs("attacks", configs)
+    keys = plan.add_runs(PART_ATTACKS, configs)
     bptt_by_seed = {
-        cfg.train.seed: key for cfg, key in zip(configs, keys, strict=True) if cfg.rule.name == "bptt"
+        cfg.train.seed: key for cfg, key in zip(configs, keys, strict=True) if cfg.rule.name == REFERENCE_RULE
     }
     transfer = {key: bptt_by_seed.get(cfg.train.seed) for cfg, key in zip(configs, keys, strict=True)}
     add_gradient_attacks(plan, keys, mode, ("exact", "rule", "transfer"), transfer)
     add_blackbox_attacks(plan, keys, mode, mode.blackbox)
     plan.add_runs(
-        "backdoor",
+        PART_BACKDOOR,
         grid(base, mode, rule__name=rules(), model__recurrent=[False], data__backdoor__fraction=[0.05]),
     )
 

@@ -16,15 +16,16 @@ from typing import Any
 
 from spikebench.config import from_dict
 from spikebench.io import atomic_write_json
+from spikebench.records import RUNS_DIR, SUMMARY
 from spikebench.registry import SpikebenchError
 
 
 def run_dir(study_dir: Path, key: str) -> Path:
-    return study_dir / "runs" / key
+    return study_dir / RUNS_DIR / key
 
 
 def failure_path(study_dir: Path, key: str) -> Path:
-    return study_dir / "runs" / f"{key}.failed.json"
+    return study_dir / RUNS_DIR / f"{key}.failed.json"
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class TrainJob(Job):
         return f"train {self.key}"
 
     def record(self, study_dir: Path) -> Path:
-        return run_dir(study_dir, self.key) / "summary.json"
+        return run_dir(study_dir, self.key) / SUMMARY
 
     def problem(self, study_dir: Path) -> str | None:
         from spikebench.studies.validate import check_run

@@ -13,13 +13,13 @@ from typing import Any
 
 from spikebench.config import Config, to_dict
 from spikebench.io import atomic_write_json
+from spikebench.records import MANIFEST, RUNS_DIR
 from spikebench.registry import SpikebenchError
 from spikebench.studies.executors import Executor, LocalExecutor, RayExecutor
 from spikebench.studies.grid import config_key
 from spikebench.studies.jobs import Job, Outcome, TrainJob
 from spikebench.studies.lock import LOCK_NAME, StudyLock
 
-MANIFEST = "study.json"
 log = logging.getLogger("spikebench.study")
 
 
@@ -213,7 +213,7 @@ def prepare_study_dir(study_dir: Path, plan: Plan) -> None:
             )
     elif study_dir.exists() and any(p.name != LOCK_NAME for p in study_dir.iterdir()):
         raise StudyError(f"{study_dir} exists and is not a study directory; use another --out")
-    (study_dir / "runs").mkdir(parents=True, exist_ok=True)
+    (study_dir / RUNS_DIR).mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, manifest)
 
 

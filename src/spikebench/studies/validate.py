@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spikebench.io import sha256
-from spikebench.rundir import CHECKSUMS, SUMMARY_SCHEMA
+from spikebench.records import ATTACKS_DIR, CHECKPOINT, CHECKSUMS, CONFIG, METRICS, SUMMARY, SUMMARY_SCHEMA
 
 _NUMBER = (int, float)
 # key -> accepted types (None: the value may be null)
@@ -128,7 +128,7 @@ def check_run(run_dir: Path, config: dict[str, Any] | None = None, strict: bool 
     only a summary with the fields a report reads."""
     if not run_dir.is_dir():
         return "the run directory is missing"
-    summary, problem = _read_json(run_dir / "summary.json")
+    summary, problem = _read_json(run_dir / SUMMARY)
     if problem:
         return problem
     problem = check_summary(summary, config, strict)
@@ -137,16 +137,16 @@ def check_run(run_dir: Path, config: dict[str, Any] | None = None, strict: bool 
     checksums = run_dir / CHECKSUMS
     if not strict and not checksums.exists():
         return None
-    for name in ("config.yaml", "checkpoint.pt"):
+    for name in (CONFIG, CHECKPOINT):
         if not (run_dir / name).is_file():
             return f"{name} is missing"
-    problem = check_metrics(run_dir / "metrics.jsonl", summary["epochs"])
+    problem = check_metrics(run_dir / METRICS, summary["epochs"])
     if problem:
         return problem
     files, problem = _read_json(checksums)
     if problem:
         return problem
-    if not isinstance(files, dict) or "summary.json" not in files:
+    if not isinstance(files, dict) or SUMMARY not in files:
         return f"{CHECKSUMS} does not list the run's files"
     for rel, digest in files.items():
         path = run_dir / rel
@@ -184,7 +184,7 @@ def check_record(path: Path) -> str | None:
     data, problem = _read_json(path)
     if problem:
         return problem
-    if path.parent.name == "attacks":
+    if path.parent.name == ATTACKS_DIR:
         problem = check_attack(data)
         return None if problem is None else f"{path.name}: {problem}"
     return None if isinstance(data, dict) else f"{path.name} is not a JSON object"

@@ -25,9 +25,8 @@ from spikebench import components
 from spikebench.config import Config, from_dict, load_yaml, to_yaml
 from spikebench.data import Split
 from spikebench.io import atomic_write_bytes, atomic_write_json, file_hashes
+from spikebench.records import CHECKPOINT, CHECKSUMS, CONFIG, METRICS, SUMMARY, SUMMARY_SCHEMA
 from spikebench.rundir import (
-    CHECKSUMS,
-    SUMMARY_SCHEMA,
     Built,
     RunError,
     build,
@@ -141,8 +140,8 @@ def train_run(
         )
     prepare_out_dir(out, force)
     partial = partial_dir(out)
-    state_path = partial / "checkpoint.pt"
-    resumable = resume and state_path.exists() and (partial / "config.yaml").read_text() == to_yaml(cfg)
+    state_path = partial / CHECKPOINT
+    resumable = resume and state_path.exists() and (partial / CONFIG).read_text() == to_yaml(cfg)
     if partial.exists() and not resumable:
         if not (force or resume):
             raise RunError(
@@ -154,9 +153,9 @@ def train_run(
     state = load_checkpoint(state_path, built.device) if resumable else None
     if state is None:
         partial.mkdir()
-        (partial / "config.yaml").write_text(to_yaml(cfg))
+        (partial / CONFIG).write_text(to_yaml(cfg))
     try:
-        metrics = (partial / "metrics.jsonl").open("w")
+        metrics = (partial / METRICS).open("w")
         for record in [] if state is None else state["records"]:
             metrics.write(json.dumps(record) + "\n")
 
@@ -198,7 +197,7 @@ def train_run(
             if backdoor.fraction > 0
             else None
         )
-        atomic_write_json(partial / "summary.json", summary)
+        atomic_write_json(partial / SUMMARY, summary)
         # what makes the run checkable later: the hash of every file it wrote (spikebench.studies.validate)
         atomic_write_json(partial / CHECKSUMS, file_hashes(partial, skip=(CHECKSUMS,)))
         if out.exists():
@@ -217,10 +216,10 @@ def resume_run(
 ) -> dict[str, Any]:
     """Continue the interrupted run ``out`` from its last checkpoint (its config is the one saved)."""
     partial = partial_dir(out)
-    if not (partial / "config.yaml").is_file():
-        done = (out / "summary.json").is_file()
+    if not (partial / CONFIG).is_file():
+        done = (out / SUMMARY).is_file()
         raise RunError(f"{out} is already complete" if done else f"no interrupted run of {out} to resume")
-    cfg = from_dict(load_yaml(partial / "config.yaml"))
+    cfg = from_dict(load_yaml(partial / CONFIG))
     return train_run(cfg, out, force=True, hooks=hooks, resume=True, make_tracker=make_tracker)
 
 
@@ -298,9 +297,9 @@ def import_run(
         shutil.rmtree(partial)
     partial.mkdir()
     try:
-        (partial / "config.yaml").write_text(to_yaml(cfg))
+        (partial / CONFIG).write_text(to_yaml(cfg))
         save_checkpoint(
-            {"model": built.net.state_dict(), "rule": built.rule.state_dict()}, partial / "checkpoint.pt"
+            {"model": built.net.state_dict(), "rule": built.rule.state_dict()}, partial / CHECKPOINT
         )
         enc = components.build_encoding(cfg, generator(cfg.train.seed, 3, built.device))
         built.net.eval()
@@ -321,7 +320,7 @@ def import_run(
             "spikebench_version": spikebench.__version__,
             "efficiency": efficiency(built),
         }
-        atomic_write_json(partial / "summary.json", summary)
+        atomic_write_json(partial / SUMMARY, summary)
         atomic_write_json(partial / CHECKSUMS, file_hashes(partial, skip=(CHECKSUMS,)))
         if out.exists():
             shutil.rmtree(out)
