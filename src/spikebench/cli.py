@@ -279,12 +279,8 @@ def failure_summary(outcomes) -> list[str]:
 
 def cmd_study(args: argparse.Namespace) -> int:
     from spikebench import components
-    from spikebench.report import build_report
-    from spikebench.studies import Mode, execute_plan, plan_study
-    from spikebench.studies.executors import default_workers
-    from spikebench.studies.lock import StudyLock
-    from spikebench.studies.preflight import preflight
-    from spikebench.studies.runner import job_label
+    from spikebench.studies import Mode
+    from spikebench.studies.run import run_study
 
     _positive("--seeds", args.seeds)
     _positive("--workers", args.workers)
@@ -294,30 +290,24 @@ def cmd_study(args: argparse.Namespace) -> int:
     base = components.load_config(args.config, args.set)
     user_keys = tuple(parse_override(text)[0] for text in args.set)
     mode = Mode.make(args.quick, args.seeds, user_keys)
-    plan = plan_study(args.name, base, mode, rules=rules)
     out = Path(args.out) if args.out else Path("studies") / (args.name + ("-quick" if args.quick else ""))
-    workers = args.workers or default_workers()
-    preflight(list(plan.runs.values()), out)
-    labels = {job.id: job_label(job, plan.runs) for job in plan.all_jobs()}
-    with StudyLock(out, wait=args.wait):
-        outcomes = execute_plan(
-            plan,
-            out,
-            engine=args.engine,
-            workers=workers,
-            address=args.address,
-            progress=StudyProgress(False if args.quiet else None, labels),
-            lock=False,
-        )
-        from spikebench.studies.analysis_step import analyze_study
-
-        analyze_study(out)
-        paths = build_report(out)
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "cached", "failed", "skipped")}
+    result = run_study(
+        args.name,
+        base,
+        mode,
+        out,
+        rules=rules,
+        engine=args.engine,
+        workers=args.workers,
+        address=args.address,
+        progress=lambda labels: StudyProgress(False if args.quiet else None, labels),
+        wait=args.wait,
+    )
+    counts = {s: result.count(s) for s in ("done", "cached", "failed", "skipped")}
     print(f"study {args.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), file=sys.stderr)
-    for line in failure_summary(outcomes):
+    for line in failure_summary(result.outcomes):
         print(line, file=sys.stderr)
-    print(paths["html"])
+    print(result.paths["html"])
     return 1 if counts["failed"] else 0
 
 

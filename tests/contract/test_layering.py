@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("analysis / attacks / perf", ("spikebench.analysis", "spikebench.attacks", "spikebench.perf")),
     ("studies", ("spikebench.studies",)),
     ("report", ("spikebench.report",)),
+    ("study run", ("spikebench.studies.run",)),
     ("cli", ("spikebench.cli",)),
 ]
 

@@ -6,13 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from spikebench.report.document import Block, Heading, Image, Para, Table  # noqa: E402
-from spikebench.report.records import RunRecord, Stat, group, stat  # noqa: E402
+from spikebench.report.document import Block, Heading, Image, Para, Table
+from spikebench.report.plots import subplots
+from spikebench.report.records import RunRecord, Stat, group, stat
 
 
 def _eff(r: RunRecord) -> dict | None:
@@ -113,7 +109,7 @@ def efficiency_section(runs: list[RunRecord], out: Path) -> list[Block]:
 def accuracy_vs_cost(runs: list[RunRecord], path: Path) -> Path:
     """Points (one per rule and network, mean over seeds): test accuracy against estimated energy per
     inference, per training sample, and against the training memory of one batch."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    fig, axes = subplots(1, 3, figsize=(13, 4))
     costs = [
         (lambda e, r: e["energy"]["inference_pj"] * 1e-6, "energy per inference (µJ, estimate)"),
         (lambda e, r: (_training_pj(e) or float("nan")) * 1e-6, "energy per training sample (µJ, estimate)"),
@@ -133,5 +129,4 @@ def accuracy_vs_cost(runs: list[RunRecord], path: Path) -> Path:
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

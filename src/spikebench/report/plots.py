@@ -1,27 +1,34 @@
-"""Plots of a study, drawn from records with matplotlib (Agg backend) and saved as PNG."""
+"""Plots of a study, drawn from records with matplotlib and saved as PNG.
+
+Figures are made without pyplot (:func:`subplots`), so drawing a report chooses no backend and leaves
+pyplot's state, and a caller's interactive session, as they were.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+from spikebench.report.records import RunRecord, group, stat
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
-from spikebench.report.records import RunRecord, group, stat  # noqa: E402
+def subplots(*args: Any, figsize: tuple[float, float] | None = None, **kwargs: Any) -> tuple[Any, Any]:
+    """Like ``matplotlib.pyplot.subplots``, but a figure of its own (saved through the Agg renderer)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
 def accuracy_vs_locality(runs: list[RunRecord], path: Path) -> Path:
     """Mean test accuracy (± std over seeds) against locality rank; and against peak memory."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (a, b) = subplots(1, 2, figsize=(10, 4))
     for recurrent, marker in ((False, "o"), (True, "s")):
         by_rule = group([r for r in runs if r.ok and r.recurrent == recurrent], lambda r: r.rule)
         rows = sorted(((rs[0].summary["locality"]["rank"], name, rs) for name, rs in by_rule.items()))
@@ -63,7 +70,7 @@ def robustness_curves(runs: list[RunRecord], attack: str, path: Path) -> Path | 
     if not by:
         return None
     datasets = sorted({k[0] for k in by})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    fig, axes = subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
     colours = {}
     for ax, ds in zip(axes[0], datasets, strict=True):
         for (d, rule, rec), rs in sorted(by.items()):
@@ -87,7 +94,7 @@ def attack_bars(runs: list[RunRecord], attacks: list[str], path: Path) -> Path |
     present = [a for a in attacks if any(r.attack_curve(a) for r in runs)]
     if not names or not present:
         return None
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)), 4))
+    fig, ax = subplots(figsize=(max(6, 1.2 * len(names)), 4))
     width = 0.8 / len(present)
     for i, attack in enumerate(present):
         vals = []
@@ -116,7 +123,7 @@ def forest(
     if not rows:
         return None
     labels = [r[0] for r in rows] + (["pooled"] if pooled else [])
-    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(labels) + 1.4))
+    fig, ax = subplots(figsize=(7.5, 0.45 * len(labels) + 1.4))
     y = list(range(len(labels)))[::-1]
     if margin is not None:
         ax.axvspan(null - margin, null + margin, color="0.9", label=f"margin ±{margin:g}")
