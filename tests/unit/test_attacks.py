@@ -220,7 +220,12 @@ def test_run_attack_records_and_reproducibility():
     assert 0 <= r["accuracy"] <= a["clean_accuracy"]
     assert r["mean_perturbation_norm"] <= 0.2 + 1e-6 and 0 < r["queries"] <= 60
     assert r["reference"]["attack"] == "pgd"
-    assert r["gradient_masking"] == (r["accuracy"] < r["reference"]["accuracy"])
+    test = r["masking_test"]
+    assert r["gradient_masking"] == (test["p"] < 0.05) == test["masked"]
+    ref, free = r["reference"]["correct"], r["correct"]
+    assert test["free_only"] == sum(g == "1" and f == "0" for g, f in zip(ref, free, strict=True))
+    assert test["gradient_only"] == sum(g == "0" and f == "1" for g, f in zip(ref, free, strict=True))
+    assert r["reference"]["accuracy"] == ref.count("1") / 40
     # accuracy counts samples right both clean and attacked; success rate is over the clean-correct ones
     n_clean = round(a["clean_accuracy"] * 40)
     assert r["attack_success_rate"] == pytest.approx(1 - round(r["accuracy"] * 40) / n_clean)

@@ -22,8 +22,10 @@ request first, and writes ``RUN_DIR/attacks/<stem>.json`` (atomically) and a rob
 - transfer attacks add ``source_accuracy``: accuracy of the crafted examples on the run they were
   crafted on;
   gradient-free attacks add ``reference`` (exact-gradient PGD on the same samples with the same steps,
-  restarts and EOT) and ``gradient_masking``: true when the gradient-free attack leaves a lower accuracy
-  than that PGD -- a sign that the exact gradients mislead (Athalye et al. 2018).
+  restarts and EOT, with its ``correct`` string), ``masking_test`` (the exact sign test of
+  :func:`spikebench.attacks.evidence.masking_test` on the samples where the two disagree) and
+  ``gradient_masking``: true when that test finds the gradient-free attack significantly stronger --
+  a sign that the exact gradients mislead (Athalye et al. 2018).
 """
 
 from __future__ import annotations
@@ -161,7 +163,7 @@ def run_attack(
     the sanity record at that eps. ``progress`` is called with the number of samples done after every
     batch.
     """
-    from spikebench.attacks.evidence import SANITY_MAX_ACCURACY
+    from spikebench.attacks.evidence import MASKING_ALPHA, SANITY_MAX_ACCURACY, masking_test
 
     options = options or AttackOptions()
     request = {"norm": norm, "grad_source": grad_source, "surrogate": surrogate, "n": n}
@@ -255,17 +257,24 @@ def run_attack(
         if src_ok:
             record["source_accuracy"] = torch.cat(src_ok).double().mean().item()
         if check:
-            ref_acc = (clean & torch.cat(ref_ok)).double().mean().item()
-            record["reference"] = {"attack": "pgd", "grad_source": "exact", "accuracy": ref_acc}
-            record["gradient_masking"] = record["accuracy"] < ref_acc
+            ref = clean & torch.cat(ref_ok)
+            record["reference"] = {
+                "attack": "pgd",
+                "grad_source": "exact",
+                "accuracy": ref.double().mean().item(),
+                "correct": _bits(ref),
+            }
+            test = masking_test(record["reference"]["correct"], record["correct"])
+            record["masking_test"] = test.to_dict()
+            record["gradient_masking"] = test.masked
         log.info("%s eps=%g: accuracy %.4f", attack, e, record["accuracy"])
         records.append(record)
 
     masked = [r["eps"] for r in records if r.get("gradient_masking") and not r.get("sanity")]
     notes = (
         [
-            f"possible gradient masking: {attack} leaves a lower accuracy than exact-gradient PGD "
-            f"at eps {', '.join(f'{e:g}' for e in masked)}"
+            f"possible gradient masking: {attack} breaks significantly more samples than exact-gradient "
+            f"PGD (one-sided sign test, p < {MASKING_ALPHA}) at eps {', '.join(f'{e:g}' for e in masked)}"
         ]
         if masked
         else []
