@@ -12,6 +12,7 @@ from typing import Any
 
 from spikebench import __version__
 from spikebench.config import ConfigError, parse_override
+from spikebench.precision import PRECISIONS
 from spikebench.registry import SpikebenchError, UnknownNameError
 
 USAGE_ERRORS = (ConfigError, UnknownNameError)
@@ -111,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from spikebench.train.run import eval_run
 
-    result = eval_run(Path(args.run_dir))
+    result = eval_run(Path(args.run_dir), args.device, args.precision)
     if args.json:
         _print_json(result)
     else:
@@ -382,6 +383,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
             eps,
             source_run=Path(args.source_run) if args.source_run else None,
             device=args.device,
+            precision=args.precision,
             norm=args.norm,
             grad_source=args.grad_source,
             options=options,
@@ -460,7 +462,12 @@ def cmd_perf(args: argparse.Namespace) -> int:
     for name in rules or ():
         RULES.get(name)  # an unknown name is a usage error, before anything runs
     opts = PerfOptions.quick(args.repeats) if args.quick else PerfOptions(repeats=args.repeats or 5)
-    opts = dataclasses.replace(opts, device=args.device, threads=args.threads, rules=rules)
+    precisions = tuple(p for p in args.precisions.split(",") if p)
+    if not precisions or not set(precisions) <= {"fp32", "bf16"}:
+        raise CLIError(f"--precisions must list fp32 and/or bf16, got {args.precisions!r}")
+    opts = dataclasses.replace(
+        opts, device=args.device, threads=args.threads, rules=rules, precisions=precisions
+    )
     out = Path(args.out)
     parent = out.resolve().parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
@@ -593,6 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a run's checkpoint on its test set")
     p.add_argument("run_dir", help="a run directory written by 'spikebench train'")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="device (default: the run's train.device)")
+    p.add_argument("--precision", choices=PRECISIONS, help="products' precision (default: the run's)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_eval)
 
@@ -689,6 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing result of the same request")
     p.add_argument("--device", choices=["cpu", "cuda"], help="device (default: the run's train.device)")
+    p.add_argument("--precision", choices=PRECISIONS, help="products' precision (default: the run's)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_attack)
@@ -716,6 +726,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rules", help="comma-separated rules to measure (default: every registered rule)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="device (default cpu)")
+    p.add_argument(
+        "--precisions", default="fp32,bf16", help="rules timed in these, side by side (default fp32,bf16)"
+    )
     p.add_argument("--json", action="store_true", help="print the record as JSON instead of tables")
     p.set_defaults(func=cmd_perf)
 

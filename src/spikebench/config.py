@@ -148,6 +148,9 @@ class TrainConfig:
     information on the first ``fisher_size`` test samples, before training and after every epoch).
     ``checkpoint_every``: epochs between checkpoints of the full training state (0: only at the end);
     an interrupted run continues from its last one (``spikebench train --resume``).
+    ``precision``: ``fp32`` | ``bf16`` (dense and convolution products with bf16 operands and float32
+    accumulation; state, gradients and optimiser in float32; refused where the device has no bf16) |
+    ``auto`` (bf16 where supported, else fp32 with a one-line notice); :mod:`spikebench.precision`.
     """
 
     epochs: int = 1
@@ -164,6 +167,7 @@ class TrainConfig:
     track_every: int = 50
     probe_size: int = 1000
     fisher_size: int = 32
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, f"train.epochs must be positive, got {self.epochs}")

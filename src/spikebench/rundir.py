@@ -28,6 +28,7 @@ from spikebench.data import Dataset, load_dataset
 from spikebench.data.poison import BACKDOOR_STREAM, poison_dataset
 from spikebench.io import atomic_torch_save
 from spikebench.nn import Network
+from spikebench.precision import resolve as resolve_precision
 from spikebench.records import CHECKPOINT, CONFIG
 from spikebench.registry import SpikebenchError
 from spikebench.rules import RULES, LearningRule
@@ -65,11 +66,14 @@ class Built:
     net: Network
     rule: LearningRule
     device: torch.device
+    precision: str = "fp32"
+    """The products' precision the run uses (``train.precision`` resolved for the device)."""
 
 
 def build(cfg: Config) -> Built:
     """Seed, load data, build network and rule on the configured device."""
     device = components.resolve_device(cfg.train.device)
+    precision = resolve_precision(cfg.train.precision, device)  # before anything is loaded
     seed_everything(cfg.train.seed)
     data = poison_dataset(
         load_dataset(cfg.data), cfg.data.backdoor, generator(cfg.train.seed, BACKDOOR_STREAM)
@@ -78,7 +82,7 @@ def build(cfg: Config) -> Built:
     check_memory(cfg, data.input_shape, data.n_classes, memory_class, str(device))  # before allocating
     net = components.build_network(cfg.model, data.input_shape, data.n_classes).to(device)
     rule = components.build_rule(cfg, net, generator(cfg.train.seed, 2, device))
-    return Built(cfg, data, net, rule, device)
+    return Built(cfg, data, net, rule, device, precision)
 
 
 def prepare_out_dir(out: Path, force: bool) -> None:
@@ -104,10 +108,16 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     atomic_torch_save(state, path)
 
 
-def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` (never runs pickled code); one-line errors."""
+def load_checkpoint(path: Path, device: torch.device | None = None) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (never runs pickled code); one-line errors.
+
+    Every tensor is loaded to the CPU, whatever device it was saved from or ``device`` (kept for callers
+    that name where the run lives): random-number states must be CPU byte tensors to be restored, and
+    ``load_state_dict`` of the network, rule and optimiser copies the rest onto their parameters'
+    device. So a checkpoint written on a GPU resumes or evaluates on a CPU-only machine and vice versa.
+    """
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
         raise RunError(f"{path.parent} has no checkpoint.pt") from exc
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
@@ -124,11 +134,13 @@ def read_config(run_dir: Path) -> Config:
     return cfg
 
 
-def load_run(run_dir: Path, device: str | None = None) -> Built:
-    """Rebuild a finished run: its config, data, and the trained network and rule state."""
+def load_run(run_dir: Path, device: str | None = None, precision: str | None = None) -> Built:
+    """Rebuild a finished run: its config, data, and the trained network and rule state; ``device`` and
+    ``precision``, when given, replace the run's ``train.device`` and ``train.precision``."""
     cfg = read_config(run_dir)
-    if device is not None:
-        cfg = from_dict({**to_dict(cfg), "train": {**to_dict(cfg)["train"], "device": device}})
+    changes = {k: v for k, v in (("device", device), ("precision", precision)) if v is not None}
+    if changes:
+        cfg = from_dict({**to_dict(cfg), "train": {**to_dict(cfg)["train"], **changes}})
     built = build(cfg)
     path = run_dir / CHECKPOINT
     state = load_checkpoint(path, built.device)

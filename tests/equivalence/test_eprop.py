@@ -173,16 +173,15 @@ def test_one_layer_feedforward_eprop_is_bptt_of_the_online_loss():
 @pytest.mark.parametrize("block", [1, 2, 4, 10])
 def test_blocked_eligibility_equals_the_per_step_recursion(block):
     """Blocks of any length (shorter than, dividing or not dividing T, longer than T) give exactly the
-    gradient of the per-step recursion, through a constant prefix (factorised form) and changing inputs,
-    and hand it out no later than the end of each block."""
+    gradient of the per-step recursion, through a constant prefix (factorised form: the same tensor) and
+    changing inputs (an equal copy counts as a new input), and hand it out no later than the end of each
+    block."""
     g = torch.Generator().manual_seed(3)
     steps = 9
     psi = torch.rand(steps, 2, 3, generator=g, dtype=torch.float64)
     signal = torch.randn(steps, 2, 3, generator=g, dtype=torch.float64)
     const = torch.rand(2, 4, generator=g, dtype=torch.float64)
-    pres = [const, const.clone(), const] + [
-        torch.rand(2, 4, generator=g, dtype=torch.float64) for _ in range(6)
-    ]
+    pres = [const, const, const] + [torch.rand(2, 4, generator=g, dtype=torch.float64) for _ in range(6)]
     pres[5] = const
     elig = Eligibility(0.8, 0.6, block)
     eps = torch.zeros(2, 4, dtype=torch.float64)

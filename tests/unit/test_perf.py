@@ -13,6 +13,7 @@ from spikebench.nn import Network
 from spikebench.perf import PerfOptions, TensorMemory, harness, measure_peak, peers, run_perf, training_flops
 from spikebench.perf.harness import memory_growth, time_calls
 from spikebench.perf.report import format_report
+from spikebench.precision import bf16_supported
 from spikebench.rules import RULES
 
 
@@ -212,6 +213,11 @@ def test_tiny_run_end_to_end(monkeypatch):
     assert {(r["rule"], r["T"]) for r in rows} >= {("bptt", 3), ("bptt", 12)}
     assert all(r["peak_bytes"] > 0 for r in rows)
     assert all(r["samples_per_second"] > 0 for r in rows if r["T"] == 3)
+    if bf16_supported("cpu"):  # bf16 timed beside fp32 in the same rounds
+        assert rec["rules"]["precisions"] == ["fp32", "bf16"]
+        assert all(r["samples_per_second_bf16"] > 0 and r["bf16_speedup"] > 0 for r in rows if r["T"] == 3)
+    else:
+        assert rec["rules"]["precisions"] == ["fp32"] and rec["rules"]["notes"]
     bptt = {r["T"]: r["peak_bytes"] for r in rows if r["rule"] == "bptt"}
     assert bptt[12] > bptt[3]
     for name in online:

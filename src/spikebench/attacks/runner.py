@@ -50,6 +50,7 @@ from spikebench.dynamics import SURROGATES, make_surrogate
 from spikebench.io import atomic_save_fig, atomic_write_json
 from spikebench.records import ATTACKS_DIR
 from spikebench.rundir import Built, load_run
+from spikebench.precision import compute
 from spikebench.train.seeding import generator
 
 log = logging.getLogger(__name__)
@@ -350,12 +351,14 @@ def attack_run(
     source_run: Path | None = None,
     device: str | None = None,
     force: bool = False,
+    precision: str | None = None,
     **kwargs: Any,
 ) -> tuple[dict[str, Any], Path]:
     """Load ``run_dir`` (and ``source_run``), :func:`run_attack` with ``kwargs``, and write the report
     and its plot under ``run_dir/attacks/`` as ``<stem>.json`` (:func:`report_stem`). Returns the report
     and the JSON path. Bad requests, and a report that exists already (unless ``force``), raise before
-    anything is loaded or written."""
+    anything is loaded or written. ``device`` and ``precision`` (the products' precision,
+    :mod:`spikebench.precision`) default to the run's; the report records the precision used."""
     norm, grad_source = kwargs.get("norm", "linf"), kwargs.get("grad_source", "exact")
     check_request(
         attack,
@@ -370,10 +373,16 @@ def attack_run(
     path = result_path(run_dir, attack, grad_source, norm, kwargs.get("surrogate"))
     if path.exists() and not force:
         raise AttackError(f"{path} exists already; use --force to overwrite it")
-    target = load_run(run_dir, device)
-    source = load_run(source_run, device) if source_run is not None else None
-    report = run_attack(target, attack, eps, source=source, **kwargs)
-    report = {"run": str(run_dir), "source_run": None if source_run is None else str(source_run), **report}
+    target = load_run(run_dir, device, precision)
+    source = load_run(source_run, device, precision) if source_run is not None else None
+    with compute(target.precision, target.device):
+        report = run_attack(target, attack, eps, source=source, **kwargs)
+    report = {
+        "run": str(run_dir),
+        "source_run": None if source_run is None else str(source_run),
+        **report,
+        "precision": target.precision,
+    }
     path.parent.mkdir(exist_ok=True)
     atomic_write_json(path, report)
     save_plot(report, path.with_suffix(".png"))

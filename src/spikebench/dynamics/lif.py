@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from spikebench.dynamics.surrogate import FastSigmoid, Surrogate
+from spikebench.precision import LOW
 
 ResetMode = Literal["soft", "zero"]
 
@@ -131,8 +132,10 @@ class _LIFScan(torch.autograd.Function):
         z0: Tensor,  # type: ignore[override]
         p: LIFParams,
         rec_feedback: Tensor | None = None,
+        low: torch.dtype | None = None,
     ):
         T = currents.shape[0]
+        rec_low = None if rec is None or low is None else rec.t().to(low)
         like = {"dtype": currents.dtype, "device": currents.device}
         vs = torch.empty(currents.shape, **like)
         zs = torch.empty(currents.shape, **like)
@@ -144,6 +147,8 @@ class _LIFScan(torch.autograd.Function):
             v = vs[t]
             if rec is None:
                 c = currents[t]
+            elif low is not None:  # the product in bf16, added into the float32 potential
+                c = torch.add(currents[t], torch.mm(z_prev.to(low), rec_low), out=v)
             else:
                 c = torch.addmm(currents[t], z_prev, rec.t(), out=v)
             if soft:
@@ -167,6 +172,7 @@ class _LIFScan(torch.autograd.Function):
         # No zero gradient is materialised for the potentials output (a full-size fill per call).
         ctx.set_materialize_grads(False)
         ctx.p = p
+        ctx.low = low
         ctx.has_rec = rec is not None
         fb = rec_feedback if rec_feedback is not None else rec
         ctx.save_for_backward(vs, zs, z0, fb if fb is not None else torch.empty(0))
@@ -183,6 +189,8 @@ class _LIFScan(torch.autograd.Function):
         # Step t reads vs[t] before it writes gI[t]: the gradient may take the potentials' place.
         gI = torch.empty_like(vs) if _graph_kept() else vs
         gzt = torch.empty_like(gI[0])  # gz_total[t]
+        low = ctx.low
+        fb_low = rec_fb.to(low) if low is not None and ctx.has_rec else None
         tmp = torch.empty_like(gI[0])
         for t in range(T - 1, -1, -1):
             psi = p.surrogate.derivative(vs[t] - p.theta)
@@ -192,7 +200,9 @@ class _LIFScan(torch.autograd.Function):
                 continue
             gv_next = gI[t + 1]
             if ctx.has_rec or not p.detach_reset:
-                if ctx.has_rec:
+                if ctx.has_rec and low is not None:
+                    torch.add(gz[t], torch.mm(gv_next.to(low), fb_low), out=gzt)
+                elif ctx.has_rec:
                     torch.addmm(gz[t], gv_next, rec_fb, out=gzt)
                 else:
                     gzt.copy_(gz[t])
@@ -214,8 +224,11 @@ class _LIFScan(torch.autograd.Function):
         g_rec = None
         if ctx.has_rec and ctx.needs_input_grad[1]:
             z_prev = torch.cat([z0.unsqueeze(0), zs[:-1]])
-            g_rec = torch.einsum("tbi,tbj->ij", gI, z_prev)
-        return gI, g_rec, None, None, None, None
+            if low is not None:
+                g_rec = torch.einsum("tbi,tbj->ij", gI.to(low), z_prev.to(low)).float()
+            else:
+                g_rec = torch.einsum("tbi,tbj->ij", gI, z_prev)
+        return gI, g_rec, None, None, None, None, None
 
 
 def scan(
@@ -231,9 +244,18 @@ def scan(
     flows into it: truncated BPTT detaches it anyway). ``rec_feedback`` [N, N], if given, replaces ``rec``
     in the backward pass through the recurrent connections (feedback alignment); the gradient of ``rec``
     itself is unchanged. Returns spikes [T, B, N] and the final state (detached).
+
+    bf16 currents (products computed under bf16 autocast, :mod:`spikebench.precision`) are taken into
+    float32: potentials, spikes and gradients are float32, and the recurrent products of both passes
+    take bf16 operands (accumulated in float32) as the other products do.
     """
+    low = None
+    if currents.dtype in LOW:  # a time-constant current (broadcast over T) stays broadcast
+        low = currents.dtype
+        constant = currents.shape[0] > 1 and currents.stride(0) == 0
+        currents = currents[:1].float().expand(currents.shape) if constant else currents.float()
     if state is None:
         state = zero_state(currents.shape[1], currents.shape[2], device=currents.device, dtype=currents.dtype)
-    zs, vs = _LIFScan.apply(currents, rec, state.v.detach(), state.z.detach(), p, rec_feedback)
+    zs, vs = _LIFScan.apply(currents, rec, state.v.detach(), state.z.detach(), p, rec_feedback, low)
     # A copy, not a view: the backward pass may reuse the potentials' buffer for the gradient.
     return zs, LIFState(vs[-1].detach().clone(), zs[-1].detach())

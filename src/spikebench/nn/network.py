@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from spikebench.dynamics import lif
 from spikebench.dynamics.lif import LIFParams, LIFState
+from spikebench.precision import as_state, full_precision
 
 
 class _FeedbackLinear(torch.autograd.Function):
@@ -61,6 +62,8 @@ class _FeedbackConv2d(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
         x, feedback = ctx.saved_tensors
+        # a bf16 forward product (autocast) hands back a bf16 gradient: the products in its precision
+        x, feedback = x.to(g.dtype), feedback.to(g.dtype)
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:  # not needed for the first layer in training: skip the transposed conv
             gx = torch.nn.grad.conv2d_input(x.shape, feedback, g, padding=ctx.padding)
@@ -188,9 +191,11 @@ class Readout(nn.Module):
     def forward(self, z_seq: Tensor, y0: Tensor | None = None, feedback: Tensor | None = None) -> Tensor:
         """[T, B, N] spikes -> [T, B, C] readout, for all steps at once (``feedback``: see :func:`linear`)."""
         T = z_seq.shape[0]
-        u = linear(z_seq, self.linear.weight, self.linear.bias, feedback)
+        # the projection may be a bf16 product; the integration is the readout's state: float32
+        u = as_state(linear(z_seq, self.linear.weight, self.linear.bias, feedback))
         k = leak_kernel(T, self.kappa, device=u.device, dtype=u.dtype)
-        y = torch.einsum("ts,sbc->tbc", k, u)
+        with full_precision(u.device.type):
+            y = torch.einsum("ts,sbc->tbc", k, u)
         if y0 is not None:
             powers = self.kappa ** torch.arange(1, T + 1, device=u.device, dtype=u.dtype)
             y = y + powers[:, None, None] * y0

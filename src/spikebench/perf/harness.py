@@ -44,6 +44,7 @@ from spikebench.config import Config, ConfigError, DataConfig, ModelConfig, Rule
 from spikebench.dynamics.lif import LIFParams
 from spikebench.nn.network import Network
 from spikebench.perf.peers import PEERS, PeerError, SnnTorchMLP, peer_info, protocol_layer
+from spikebench.precision import bf16_supported, compute
 from spikebench.registry import SpikebenchError
 from spikebench.rules import RULES
 from spikebench.rundir import git_revision
@@ -89,6 +90,7 @@ class PerfOptions:
     protocol_uncapped_n: int = 4096
     protocol_cap_s: float = 300.0
     gemm_n: int = 2048
+    precisions: tuple[str, ...] = ("fp32", "bf16")  # (a): bf16 beside fp32 where the device supports it
 
     @classmethod
     def quick(cls, repeats: int | None = None) -> PerfOptions:
@@ -107,6 +109,8 @@ class PerfOptions:
             raise ConfigError("perf: repeats and min_repeats must be >= 1 and warmup >= 0")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"perf: threads must be >= 1, got {self.threads}")
+        if not self.precisions or not set(self.precisions) <= {"fp32", "bf16"}:
+            raise ConfigError(f"perf: precisions must be fp32 and/or bf16, got {list(self.precisions)}")
 
 
 @dataclass
@@ -173,8 +177,9 @@ def time_calls(
 class _Trainer:
     """One rule training the default network on one fixed random batch, through ``train_batch``."""
 
-    def __init__(self, cfg: Config, device: torch.device, seed: int = 0) -> None:
+    def __init__(self, cfg: Config, device: torch.device, seed: int = 0, precision: str = "fp32") -> None:
         torch.manual_seed(seed)
+        self.device, self.precision = device, precision
         self.net = components.build_network(cfg.model, INPUT_SHAPE, N_CLASSES).to(device)
         self.rule = components.build_rule(cfg, self.net, torch.Generator(device).manual_seed(seed + 2))
         self.enc = components.build_encoding(cfg, torch.Generator(device).manual_seed(seed + 1))
@@ -189,7 +194,8 @@ class _Trainer:
 
     def __call__(self) -> None:
         self.opt.zero_grad(set_to_none=True)
-        result = self.rule.train_batch(self.net, self.x, self.y, self.enc, self.apply)
+        with compute(self.precision, self.device):
+            result = self.rule.train_batch(self.net, self.x, self.y, self.enc, self.apply)
         if not math.isfinite(result.loss):
             raise SpikebenchError(f"perf: rule {self.rule.name!r} produced a non-finite loss")
 
@@ -206,7 +212,15 @@ def _config(rule: str, T: int, batch: int, recurrent: bool, device: str) -> Conf
 
 
 def measure_rules(opts: PerfOptions, device: torch.device, progress: Progress) -> dict[str, Any]:
-    """(a): throughput and peak memory of every rule (see the module docstring)."""
+    """(a): throughput and peak memory of every rule (see the module docstring). With ``bf16`` among
+    ``opts.precisions`` (and the device supporting it), the same rule in bf16 (an equal network and
+    batch) is timed alternately with fp32 in the same rounds: ``samples_per_second_bf16`` and
+    ``bf16_speedup`` beside the row's float32 numbers; memory is measured in the first precision."""
+    timed = [p for p in opts.precisions if p == "fp32" or bf16_supported(device)]
+    notes = (
+        [] if timed == list(opts.precisions) else [f"bf16 skipped: this {device.type} has no bf16 support"]
+    )
+    first = timed[0] if timed else "fp32"
     names = (
         list(opts.rules)
         if opts.rules is not None
@@ -228,13 +242,19 @@ def measure_rules(opts: PerfOptions, device: torch.device, progress: Progress) -
                     skipped.append({"rule": name, "recurrent": recurrent, "T": T, "note": str(exc)})
                     break
                 progress(f"rules: {tag}")
-                trainer = _Trainer(cfg, device)
+                trainers = {p: _Trainer(cfg, device, precision=p) for p in timed or ["fp32"]}
+                trainer = trainers[first]
                 row: dict[str, Any] = {"rule": name, "online": online, "recurrent": recurrent, "T": T}
                 row["memory_in_T"] = cls.locality.memory
+                row["precision"] = first
                 if T in opts.timesteps:
-                    timing = time_calls({"run": trainer}, device, opts)["run"]
-                    row.update(timing.to_dict())
-                    row["samples_per_second"] = opts.batch / timing.median_s
+                    timings = time_calls(dict(trainers), device, opts)
+                    row.update(timings[first].to_dict())
+                    row["samples_per_second"] = opts.batch / timings[first].median_s
+                    if "bf16" in timings and first != "bf16":
+                        row["samples_per_second_bf16"] = opts.batch / timings["bf16"].median_s
+                        row["median_s_bf16"] = timings["bf16"].median_s
+                        row["bf16_speedup"] = timings[first].median_s / timings["bf16"].median_s
                 else:
                     trainer()  # warm-up: optimiser state exists before memory is measured
                 gc.collect()
@@ -243,8 +263,15 @@ def measure_rules(opts: PerfOptions, device: torch.device, progress: Progress) -
                     peak_bytes=mem.peak_bytes, rss_peak_bytes=mem.rss_peak_bytes, memory_method=mem.method
                 )
                 rows.append(row)
-                del trainer
-    return {"batch": opts.batch, "rows": rows, "skipped": skipped, "growth": memory_growth(rows)}
+                del trainer, trainers
+    return {
+        "batch": opts.batch,
+        "precisions": timed,
+        "notes": notes,
+        "rows": rows,
+        "skipped": skipped,
+        "growth": memory_growth(rows),
+    }
 
 
 def memory_growth(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -94,6 +94,25 @@ def format_report(rec: dict[str, Any]) -> str:
         row.append(f"{gr['ratio']:.2f}x ({gr['T_low']}->{gr['T_high']})" if gr else "-")
         rows.append(row)
     lines += _table(header, rows)
+    bf16 = [r for r in rules["rows"] if "samples_per_second_bf16" in r]
+    if bf16:
+        lines += ["", "fp32 and bf16 side by side (timed alternately in the same rounds): samples/s"]
+        lines += _table(
+            ["rule", "net", "T", "fp32", "bf16", "bf16 / fp32"],
+            [
+                [
+                    r["rule"],
+                    "rec" if r["recurrent"] else "ff",
+                    str(r["T"]),
+                    f"{r['samples_per_second']:.0f}",
+                    f"{r['samples_per_second_bf16']:.0f}",
+                    f"{r['bf16_speedup']:.2f}x",
+                ]
+                for r in bf16
+            ],
+        )
+    for note in rules.get("notes", []):
+        lines.append(f"  {note}")
     for s in rules["skipped"]:
         lines.append(f"  skipped {s['rule']} ({'rec' if s['recurrent'] else 'ff'}): {s['note']}")
 

@@ -10,8 +10,16 @@ from torch import Tensor
 
 from spikebench.config import RuleConfig
 from spikebench.nn.network import Network
+from spikebench.precision import add_bmm_, add_mm_, as_state
 from spikebench.rules.base import RULES, Locality, Memory, Spatial, Temporal, choose
-from spikebench.rules.online import OnlineRule, StepView, add_grad, anticausal, feedback_matrices
+from spikebench.rules.online import (
+    OnlineRule,
+    StepView,
+    add_grad,
+    anticausal,
+    feedback_matrices,
+    tensor_version,
+)
 
 FEEDBACKS = ("symmetric", "random")
 
@@ -46,12 +54,15 @@ class Eligibility:
     image into the first layer) the traces factorise: ``eps[t] = a[t] pre`` with ``a[t] = alpha a[t-1] +
     1``, so ``ebar_ji[t] = q_j[t] pre_i`` with ``q[t] = kappa q[t-1] + a[t] psi[t]`` [B, N] and the
     gradient is ``(sum_t L[t] q[t])^T pre``. When the input changes the full form takes over and the
-    prefix's part of ``ebar``, ``q const^T``, stays factorised (it only decays).
+    prefix's part of ``ebar``, ``q const^T``, stays factorised (it only decays). "The same" means the
+    very tensor of the first step, not changed in place since (identity and version counter): values are
+    never compared, which would wait for the device at every step.
     """
 
     def __init__(self, alpha: float, kappa: float, block: int = 1) -> None:
         self.alpha, self.kappa, self.block = alpha, kappa, block
         self.const: Tensor | None = None  # the presynaptic input while it is constant, [B, D]
+        self._source: tuple[Tensor, int | None] | None = None  # the tensor it was copied from, its version
         self.a = 0.0
         self.q: Tensor | None = None  # [B, N], factorised form (then: the decaying prefix of ebar)
         self.lq: Tensor | None = None  # sum_t L[t] q[t] since the last flush, [B, N]
@@ -71,7 +82,8 @@ class Eligibility:
             if self.const is None:
                 # a copy: an encoder may hand out one tensor changed in place
                 self.const, self.a, self.q = pre.clone(), 1.0, psi.clone()
-            elif torch.equal(pre, self.const):
+                self._source = (pre, tensor_version(pre))
+            elif pre is self._source[0] and tensor_version(pre) == self._source[1]:
                 self.a = self.alpha * self.a + 1.0
                 self.q.mul_(self.kappa).add_(psi, alpha=self.a)
             else:  # the input changed: continue in the full form, the prefix ebar = q const^T kept factorised
@@ -95,7 +107,7 @@ class Eligibility:
         if not self.full:
             if self.lq is None:
                 return None
-            out, self.lq = self.lq.T @ self.const, None
+            out, self.lq = as_state(self.lq.T @ self.const), None
             return out
         if not self.pending:
             return None
@@ -104,10 +116,10 @@ class Eligibility:
         k, B, N = psi.shape
         powers = self.kappa ** torch.arange(k, dtype=psi.dtype, device=psi.device)  # kappa^0 .. kappa^(k-1)
         lbar = anticausal(signal, self.kappa)
-        out = (psi * lbar).reshape(k * B, N).T @ eps.reshape(k * B, -1)
+        out = as_state((psi * lbar).reshape(k * B, N).T @ eps.reshape(k * B, -1))
         carried = torch.einsum("k,kbn->bn", powers * self.kappa, signal)
         if self.q is not None:  # the factorised prefix, decayed since the input changed
-            out.addmm_((carried * self.q).T, self.const)
+            add_mm_(out, (carried * self.q).T, self.const)
         if self.ebar is not None:
             out.add_(torch.einsum("bn,bnd->nd", carried, self.ebar))
         if not last:
@@ -115,9 +127,9 @@ class Eligibility:
                 self.q.mul_(self.kappa**k)
             weighted = (psi * powers.flip(0)[:, None, None]).permute(1, 2, 0)  # [B, N, k]
             if self.ebar is None:
-                self.ebar = torch.bmm(weighted, eps.transpose(0, 1))
+                self.ebar = as_state(torch.bmm(weighted, eps.transpose(0, 1)))
             else:
-                self.ebar.mul_(self.kappa**k).baddbmm_(weighted, eps.transpose(0, 1))
+                add_bmm_(self.ebar.mul_(self.kappa**k), weighted, eps.transpose(0, 1))
         return out
 
 

@@ -52,6 +52,7 @@ from spikebench.config import RuleConfig
 from spikebench.data.encoders import Encoding
 from spikebench.nn.conv import SpikingConv
 from spikebench.nn.network import Network, Readout, is_time_constant
+from spikebench.precision import add_mm_, as_state
 from spikebench.rules.base import Apply, BatchResult, LearningRule, choose
 
 UPDATES = ("step", "sequence")
@@ -94,7 +95,7 @@ def step_error(logits: Tensor, onehot: Tensor, T: int) -> Tensor:
     return (torch.softmax(logits, 1) - onehot).div_(logits.shape[0] * T)
 
 
-def _version(x: Tensor) -> int | None:
+def tensor_version(x: Tensor) -> int | None:
     """``x``'s version counter (it grows with every in-place change); None for an inference tensor,
     which has none."""
     return None if x.is_inference() else x._version
@@ -128,12 +129,12 @@ def online_steps(net: Network, frames: Iterable[Tensor], labels: Tensor, T: int)
     first = layers[0]
     frame = x = current = key = None
     for t, f in enumerate(frames):
-        same = f is frame and _version(f) == key[0]
-        weights = tuple(_version(p) for p in _feed_params(first))
+        same = f is frame and tensor_version(f) == key[0]
+        weights = tuple(tensor_version(p) for p in _feed_params(first))
         if not same:
             frame, x = f, as_input(first, f)
         if not same or weights != key[1]:
-            current, key = first.current(x), (_version(f), weights)
+            current, key = first.current(x), (tensor_version(f), weights)
         if state is None:
             state = net.zero_state(x.shape[0], x)
             onehot = F.one_hot(labels, net.n_classes).to(x.dtype)
@@ -234,9 +235,10 @@ def add_bias_grad(layer: nn.Module, delta: Tensor, a: float) -> None:
 
 
 def add_grad(p: Tensor, g: Tensor) -> None:
-    """``p.grad += g`` (``p.grad = g`` when there is none yet); ``g`` must be a fresh tensor."""
+    """``p.grad += g`` (``p.grad = g`` when there is none yet); ``g`` must be a fresh tensor (a bf16
+    product result is taken into the parameter's float32)."""
     if p.grad is None:
-        p.grad = g
+        p.grad = g if g.dtype == p.dtype else g.to(p.dtype)
     else:
         p.grad.add_(g)
 
@@ -244,9 +246,9 @@ def add_grad(p: Tensor, g: Tensor) -> None:
 def add_outer(p: Tensor, delta: Tensor, pre: Tensor) -> None:
     """``p.grad += delta^T pre``, summed over the batch: ``delta`` [B, N], ``pre`` [B, D], ``p`` [N, D]."""
     if p.grad is None:
-        p.grad = delta.T @ pre
+        p.grad = as_state(delta.T @ pre)
     else:
-        p.grad.addmm_(delta.T, pre)
+        add_mm_(p.grad, delta.T, pre)
 
 
 class Trace:
@@ -444,7 +446,7 @@ class OnlineRule(LearningRule):
                 psi.append(view.psi[0])
             delta = torch.stack(psi) * anticausal(torch.stack(sig), self.signal_decay(net))
             g = input_grad(net.layers[0], anticausal(delta, self.trace_decay(net)))
-        return g.reshape(x_seq.shape)
+        return as_state(g).reshape(x_seq.shape)
 
     def state_dict(self) -> dict[str, Tensor]:
         return dict(self.fixed)

@@ -66,7 +66,8 @@ class TBPTT(LearningRule):
     ) -> BatchResult:
         x_seq = enc.sequence(x)
         T = x_seq.shape[0]
-        state, total, readouts = None, 0.0, []
+        state, readouts = None, []
+        total = x_seq.new_zeros((), dtype=torch.float32)  # summed on the device: one host sync per batch
         for start in range(0, T, self.k):
             rollout = net(x_seq[start : start + self.k], state)
             n = rollout.readout.shape[0]
@@ -74,9 +75,9 @@ class TBPTT(LearningRule):
             loss.backward()
             if self.update == "window":
                 apply()
-            total += loss.item()
+            total += loss.detach()
             readouts.append(rollout.readout.detach())
             state = rollout.state
         if self.update == "sequence":
             apply()
-        return BatchResult(total, torch.cat(readouts).mean(0))
+        return BatchResult(total.item(), torch.cat(readouts).mean(0))

@@ -3,6 +3,12 @@
 Both take the same picklable jobs and call :func:`spikebench.studies.jobs.execute` in a worker, so
 the records they write are the same. Workers pin PyTorch to ``threads`` intra-op threads each so that
 ``workers * threads`` does not oversubscribe the cores.
+
+GPUs: a study whose runs use one (``train.device`` ``cuda``, or ``auto`` where a GPU is visible) runs at
+most ``workers_per_gpu`` local workers per GPU (default one: each worker creates its own CUDA context),
+and each worker sees only its own GPU (``CUDA_VISIBLE_DEVICES``, assigned round-robin), so workers do
+not all land on ``cuda:0``. Ray tasks then request ``1 / workers_per_gpu`` GPU each (without it Ray
+hides every GPU from a task).
 """
 
 from __future__ import annotations
@@ -45,7 +51,45 @@ def die_with_parent(parent: int | None = None) -> bool:
     return ok
 
 
-def _init_worker(threads: int, parent: int | None = None) -> None:
+def uses_gpu(devices: set[str] | list[str], gpu_count: int) -> bool:
+    """Whether runs on ``devices`` (``train.device`` values) use a GPU where ``gpu_count`` are visible."""
+    return gpu_count > 0 and any(d == "cuda" or d.startswith("cuda:") or d == "auto" for d in devices)
+
+
+def visible_gpus() -> int:
+    """How many CUDA devices this process sees (0 without CUDA; does not initialise CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def gpu_workers(workers: int, gpu_count: int, workers_per_gpu: int = 1) -> int:
+    """The local worker count for a study on ``gpu_count`` GPUs: at most ``workers_per_gpu`` per GPU."""
+    if workers_per_gpu < 1:
+        raise SpikebenchError(f"workers per GPU must be positive, got {workers_per_gpu}")
+    return max(1, min(workers, gpu_count * workers_per_gpu))
+
+
+def gpu_for_worker(index: int, gpu_count: int, visible: str | None) -> str:
+    """The ``CUDA_VISIBLE_DEVICES`` value of local worker ``index`` (round-robin over the GPUs; ``visible``
+    is the parent's own ``CUDA_VISIBLE_DEVICES``, whose entries are kept)."""
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else []
+    ids = ids or [str(i) for i in range(gpu_count)]
+    return ids[index % len(ids)]
+
+
+def _init_worker(
+    threads: int,
+    parent: int | None = None,
+    counter: Any = None,
+    gpu_count: int = 0,
+    visible: str | None = None,
+) -> None:
+    if counter is not None:  # before torch touches CUDA in this process: the worker sees one GPU
+        with counter.get_lock():
+            index = counter.value
+            counter.value += 1
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_for_worker(index, gpu_count, visible)
     import torch
 
     die_with_parent(parent)
@@ -73,14 +117,18 @@ class Executor(ABC):
 
 
 class LocalExecutor(Executor):
-    """A pool of ``workers`` processes (spawned, so no state is inherited from the parent)."""
+    """A pool of ``workers`` processes (spawned, so no state is inherited from the parent). With
+    ``gpu_count`` > 0, each worker is given one of the GPUs, round-robin (see the module docstring)."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, gpu_count: int = 0) -> None:
         threads = max(1, default_workers() // workers)
         ctx = multiprocessing.get_context("spawn")
         self.slots = workers
+        gpu_args: tuple[Any, ...] = ()
+        if gpu_count > 0:
+            gpu_args = (ctx.Value("i", 0), gpu_count, os.environ.get("CUDA_VISIBLE_DEVICES"))
         self.pool = cf.ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, os.getpid())
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, os.getpid(), *gpu_args)
         )
         self.pending: dict[cf.Future, Job] = {}
 
@@ -106,11 +154,14 @@ class LocalExecutor(Executor):
 
 
 class RayExecutor(Executor):
-    """Ray tasks, one CPU each. ``address`` joins an existing cluster (whose workers must see the study
-    directory at the same path, e.g. on a shared filesystem); without it a local Ray instance is started
-    with ``workers`` CPUs."""
+    """Ray tasks, one CPU each, and ``gpus`` GPU each when the study's runs use a GPU (``devices``:
+    their ``train.device`` values; ``auto`` asks for one where the cluster has GPUs). ``address`` joins
+    an existing cluster (whose workers must see the study directory at the same path, e.g. on a shared
+    filesystem); without it a local Ray instance is started with ``workers`` CPUs."""
 
-    def __init__(self, workers: int, address: str | None = None) -> None:
+    def __init__(
+        self, workers: int, address: str | None = None, devices: tuple[str, ...] = (), gpus: float = 1.0
+    ) -> None:
         try:
             import ray
         except ImportError as exc:
@@ -128,7 +179,9 @@ class RayExecutor(Executor):
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
                 where = f" at {address}" if address else ""
                 raise SpikebenchError(f"cannot start Ray{where}: {first}") from exc
-        self.remote = ray.remote(num_cpus=1)(_execute_with_threads)
+        cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
+        self.num_gpus = gpus if uses_gpu(set(devices), cluster_gpus) else 0
+        self.remote = ray.remote(num_cpus=1, num_gpus=self.num_gpus)(_execute_with_threads)
         self.pending: dict[Any, Job] = {}
 
     def submit(self, job: Job, study_dir: str) -> None:

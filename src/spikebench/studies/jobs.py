@@ -95,7 +95,15 @@ class TrainJob(Job):
         failure = failure_path(study_dir, self.key)
         try:
             train_run(from_dict(self.config), out, force=True, resume=True, make_tracker=Tracker)
-        except (SpikebenchError, RuntimeError, ValueError, FloatingPointError, OSError, MemoryError) as exc:
+        except (
+            SpikebenchError,
+            RuntimeError,
+            TypeError,
+            ValueError,
+            FloatingPointError,
+            OSError,
+            MemoryError,
+        ) as exc:
             record = {
                 "key": self.key,
                 "status": "failed",

@@ -15,7 +15,14 @@ from spikebench.config import Config, to_dict
 from spikebench.io import atomic_write_json
 from spikebench.records import MANIFEST, RUNS_DIR
 from spikebench.registry import SpikebenchError
-from spikebench.studies.executors import Executor, LocalExecutor, RayExecutor
+from spikebench.studies.executors import (
+    Executor,
+    LocalExecutor,
+    RayExecutor,
+    gpu_workers,
+    uses_gpu,
+    visible_gpus,
+)
 from spikebench.studies.grid import config_key
 from spikebench.studies.jobs import Job, Outcome, TrainJob
 from spikebench.studies.lock import LOCK_NAME, StudyLock
@@ -80,11 +87,24 @@ class Progress:
     def close(self) -> None: ...
 
 
-def make_executor(engine: str, workers: int, address: str | None) -> Executor:
+def make_executor(
+    engine: str,
+    workers: int,
+    address: str | None,
+    devices: tuple[str, ...] = (),
+    workers_per_gpu: int = 1,
+    gpu_count: int | None = None,
+) -> Executor:
+    """The executor of ``engine`` for runs on ``devices`` (their ``train.device`` values). On GPUs
+    (``gpu_count``: visible ones, counted when None) a local pool runs at most ``workers_per_gpu``
+    workers per GPU, each on its own GPU; Ray tasks request ``1 / workers_per_gpu`` GPU each."""
     if engine == "ray":
-        return RayExecutor(workers, address)
+        return RayExecutor(workers, address, devices, 1.0 / workers_per_gpu)
     if engine != "local":
         raise StudyError(f"unknown engine {engine!r}; valid: local, ray")
+    gpus = visible_gpus() if gpu_count is None else gpu_count
+    if uses_gpu(set(devices), gpus):
+        return LocalExecutor(gpu_workers(workers, gpus, workers_per_gpu), gpus)
     return LocalExecutor(workers)
 
 
@@ -243,7 +263,8 @@ def execute_plan(
                 lock=False,
             )
     prepare_study_dir(study_dir, plan)
-    executor = make_executor(engine, workers, address)
+    devices = tuple(sorted({cfg.train.device for cfg in plan.runs.values()}))
+    executor = make_executor(engine, workers, address, devices)
     labels = {job.id: job_label(job, plan.runs) for job in plan.all_jobs()}
     t0 = time.time()
     try:

@@ -14,6 +14,7 @@ from torch import Tensor
 from spikebench.config import TrainConfig
 from spikebench.data import Encoding, Split
 from spikebench.nn import Network
+from spikebench.precision import compute
 from spikebench.registry import SpikebenchError
 from spikebench.rules import LearningRule
 from spikebench.train.memory import PeakMemory
@@ -120,11 +121,13 @@ def predict(net: Network, x: Tensor, enc: Encoding, batch_size: int) -> Tensor:
     return torch.cat(out)
 
 
-def evaluate(net: Network, split: Split, enc: Encoding, batch_size: int) -> float:
-    """Accuracy of the decision rule shared by all rules: argmax of the time-averaged readout."""
+def evaluate(net: Network, split: Split, enc: Encoding, batch_size: int, precision: str = "fp32") -> float:
+    """Accuracy of the decision rule shared by all rules: argmax of the time-averaged readout;
+    ``precision``: of the products (``fp32`` or ``bf16``, :mod:`spikebench.precision`)."""
     if len(split) == 0:
         return float("nan")
-    logits = predict(net, split.x, enc, batch_size)
+    with compute(precision, next(net.parameters()).device):
+        logits = predict(net, split.x, enc, batch_size)
     return (logits.argmax(1).cpu() == split.y).double().mean().item()
 
 
@@ -143,6 +146,7 @@ def fit(
     tracker: Tracker | None = None,
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
     resume: dict[str, Any] | None = None,
+    precision: str = "fp32",
 ) -> list[EpochRecord]:
     """Train ``net`` with ``rule`` for ``cfg.epochs`` epochs; evaluate on ``test`` after each.
 
@@ -155,6 +159,9 @@ def fit(
     ``cfg.checkpoint_every``-th epoch and after the last; ``resume`` is such a state to continue from.
     Continuing from it on CPU gives exactly the records of an uninterrupted run (the batch order,
     encodings, optimiser and schedule are restored with it).
+
+    ``precision`` (resolved: ``fp32`` or ``bf16``, :mod:`spikebench.precision`) is that of the products
+    in training and evaluation; tracked analyses run in float32.
     """
     hooks = hooks or NoHooks()
     device = next(net.parameters()).device
@@ -188,7 +195,8 @@ def fit(
             if tracker is not None and tracker.due(step):
                 t0 += _aside(memory, tracker.batch, step, net, rule, xb, yb)  # not training time
             optimizer.zero_grad(set_to_none=True)
-            result = rule.train_batch(net, xb, yb, enc, apply)
+            with compute(precision, device):
+                result = rule.train_batch(net, xb, yb, enc, apply)
             if not math.isfinite(result.loss):
                 raise TrainingDiverged(epoch + 1, b + 1)
             sched.step()
@@ -204,7 +212,7 @@ def fit(
             epoch + 1,
             loss_sum / seen,
             correct / seen,
-            evaluate(net, test, eval_enc, cfg.eval_batch_size),
+            evaluate(net, test, eval_enc, cfg.eval_batch_size, precision),
             seconds,
             seen / seconds,
         )
@@ -265,10 +273,11 @@ def restore_state(
     rule.load_state_dict(state["rule"])
     optimizer.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
+    # random-number states are CPU byte tensors whatever device the generator draws on
+    torch.set_rng_state(state["rng"]["torch"].cpu())
     for name, g in streams.items():
         if g is not None:
-            g.set_state(state["rng"][name])
+            g.set_state(state["rng"][name].cpu())
     if tracker is not None and state.get("tracker") is not None:
         tracker.load_state_dict(state["tracker"])
     return int(state["epoch"]), [EpochRecord(**r) for r in state["records"]]

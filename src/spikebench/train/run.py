@@ -38,6 +38,7 @@ from spikebench.rundir import (
     save_checkpoint,
 )
 from spikebench.train.backdoor import evaluate_backdoor
+from spikebench.precision import compute
 from spikebench.train.efficiency import OpEnergy, run_record
 from spikebench.train.loop import EpochRecord, Hooks, Tracker, evaluate, fit
 from spikebench.train.memory import PeakMemory
@@ -78,6 +79,7 @@ def summary_record(
         "peak_memory_total_bytes": mem.peak_total_bytes,
         "peak_memory_method": mem.method,
         "device": str(built.device),
+        "precision": built.precision,
         "parameters": sum(p.numel() for p in built.net.parameters()),
         "spikebench_version": spikebench.__version__,
         "torch_version": torch.__version__,
@@ -100,7 +102,10 @@ def batch_memory(built: Built) -> dict[str, Any]:
     y = built.data.train.y[:n].to(built.device)
     enc = components.build_encoding(cfg, generator(cfg.train.seed, 7, built.device))
     rng = torch.get_rng_state()
-    result = measure_peak(lambda: built.rule.train_batch(built.net, x, y, enc, lambda: None), built.device)
+    with compute(built.precision, built.device):
+        result = measure_peak(
+            lambda: built.rule.train_batch(built.net, x, y, enc, lambda: None), built.device
+        )
     torch.set_rng_state(rng)
     for p in built.net.parameters():
         p.grad = None
@@ -128,9 +133,11 @@ def train_run(
 
     The run is built in :func:`partial_dir` and renamed to ``out`` when complete. With ``resume``, an
     interrupted run of the same config found there continues from its last checkpoint; otherwise an
-    interrupted run is refused unless ``force`` (which starts over). A run that fails is removed; one
-    interrupted by the user (SIGINT/SIGTERM) or killed keeps its last checkpoint. A config with
-    ``train.track`` needs ``make_tracker``.
+    interrupted run is refused unless ``force`` (which starts over). A run that fails is removed,
+    unless it continued from a checkpoint: then the interrupted run and its checkpoint stay as they were
+    found (a failed resume never deletes what an earlier attempt saved). One interrupted by the user
+    (SIGINT/SIGTERM) or killed keeps its last checkpoint. A config with ``train.track`` needs
+    ``make_tracker``.
     """
     components.validate(cfg)
     if cfg.train.track and make_tracker is None:
@@ -184,6 +191,7 @@ def train_run(
                 tracker=tracker,
                 checkpoint=lambda st: save_checkpoint(st, state_path),
                 resume=state,
+                precision=built.precision,
             )
         train_seconds = sum(r.seconds for r in records)
         summary = summary_record(built, records, mem, train_seconds)
@@ -206,7 +214,8 @@ def train_run(
     except KeyboardInterrupt:
         raise  # keep the partial run and its last checkpoint: it can be resumed
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        if state is None:
+            shutil.rmtree(partial, ignore_errors=True)
         raise
     return summary
 
@@ -223,18 +232,21 @@ def resume_run(
     return train_run(cfg, out, force=True, hooks=hooks, resume=True, make_tracker=make_tracker)
 
 
-def eval_run(run_dir: Path) -> dict[str, Any]:
-    """Re-evaluate a run's checkpoint on its test set."""
-    built = load_run(run_dir)
+def eval_run(run_dir: Path, device: str | None = None, precision: str | None = None) -> dict[str, Any]:
+    """Re-evaluate a run's checkpoint on its test set (on ``device``, in ``precision``, when given: a run
+    trained on a GPU evaluates on a CPU-only machine)."""
+    built = load_run(run_dir, device, precision)
     enc = components.build_encoding(built.cfg, generator(built.cfg.train.seed, 3, built.device))
     built.net.eval()
-    acc = evaluate(built.net, built.data.test, enc, built.cfg.train.eval_batch_size)
+    acc = evaluate(built.net, built.data.test, enc, built.cfg.train.eval_batch_size, built.precision)
     return {
         "run": str(run_dir),
         "rule": built.cfg.rule.name,
         "dataset": built.cfg.data.name,
         "test_samples": len(built.data.test),
         "test_accuracy": acc,
+        "device": str(built.device),
+        "precision": built.precision,
     }
 
 
