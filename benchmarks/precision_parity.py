@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 
 from spikebench import components
-from spikebench.config import load_config
+from spikebench.components import load_config
 from spikebench.io import atomic_write_json, atomic_write_text
 from spikebench.precision import bf16_supported
 from spikebench.rules import RULES
+from spikebench.rundir import build, git_revision
 from spikebench.train.loop import fit
-from spikebench.train.run import build, git_revision
 from spikebench.train.seeding import generator
 
 HERE = Path(__file__).resolve().parent

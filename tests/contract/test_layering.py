@@ -20,7 +20,10 @@ PACKAGE = Path(spikebench.__file__).resolve().parent
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # lowest first: (layer name, module prefixes; "spikebench" alone is the package's __init__)
-    ("base", ("spikebench", "spikebench.registry", "spikebench.io", "spikebench.records")),
+    (
+        "base",
+        ("spikebench", "spikebench.registry", "spikebench.io", "spikebench.records", "spikebench.precision"),
+    ),
     ("config", ("spikebench.config",)),
     ("dynamics", ("spikebench.dynamics",)),
     ("nn", ("spikebench.nn",)),

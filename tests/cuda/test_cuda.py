@@ -9,9 +9,9 @@ import torch
 from spikebench import components
 from spikebench.config import load_config
 from spikebench.dynamics import LIFParams, LIFState, scan, scan_steps
-from spikebench.perf.memory import measure_peak
 from spikebench.precision import bf16_supported, compute
 from spikebench.rules import RULES
+from spikebench.train.tensor_memory import measure_peak
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: CUDA checks not run")
 CUDA = torch.device("cuda")

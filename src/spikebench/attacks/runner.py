@@ -48,9 +48,9 @@ from spikebench.attacks.gradient import PGD
 from spikebench.attacks.threat import AttackError, Norm, ThreatModel
 from spikebench.dynamics import SURROGATES, make_surrogate
 from spikebench.io import atomic_save_fig, atomic_write_json
+from spikebench.precision import compute
 from spikebench.records import ATTACKS_DIR
 from spikebench.rundir import Built, load_run
-from spikebench.precision import compute
 from spikebench.train.seeding import generator
 
 log = logging.getLogger(__name__)

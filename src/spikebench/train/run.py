@@ -25,6 +25,7 @@ from spikebench import components
 from spikebench.config import Config, from_dict, load_yaml, to_yaml
 from spikebench.data import Split
 from spikebench.io import atomic_write_bytes, atomic_write_json, file_hashes
+from spikebench.precision import compute
 from spikebench.records import CHECKPOINT, CHECKSUMS, CONFIG, METRICS, SUMMARY, SUMMARY_SCHEMA
 from spikebench.rundir import (
     Built,
@@ -38,7 +39,6 @@ from spikebench.rundir import (
     save_checkpoint,
 )
 from spikebench.train.backdoor import evaluate_backdoor
-from spikebench.precision import compute
 from spikebench.train.efficiency import OpEnergy, run_record
 from spikebench.train.loop import EpochRecord, Hooks, Tracker, evaluate, fit
 from spikebench.train.memory import PeakMemory
