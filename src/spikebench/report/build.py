@@ -411,11 +411,19 @@ def _n_text(v: Verdict) -> str:
     return ", ".join(f"{val} {k}" for k, val in v.n.items() if val is not None) or "–"
 
 
+def _with_ci(effect: float, lo: float, hi: float, seeds: int | None = None) -> str:
+    """``effect [lo, hi]`` rounded to the CI's standard error; one seed has no spread, so no interval."""
+    if seeds is not None and seeds < 2:
+        return f"{effect:.3f} (1 seed: no CI)"
+    se = (hi - lo) / 3.92
+    return f"{fmt_value(effect, se)} [{fmt_value(lo, se)}, {fmt_value(hi, se)}]"
+
+
 def _effect_text(v: Verdict) -> str:
     if v.effect is None or v.ci95 is None:
         return "–"
-    se = (v.ci95[1] - v.ci95[0]) / 3.92
-    return f"{fmt_value(v.effect, se)} [{fmt_value(v.ci95[0], se)}, {fmt_value(v.ci95[1], se)}]"
+    seeds = v.n.get("seeds")
+    return _with_ci(v.effect, v.ci95[0], v.ci95[1], seeds if isinstance(seeds, int) else None)
 
 
 def summary_blocks(verdicts: list[Verdict], quick: bool) -> list[Block]:
@@ -471,11 +479,10 @@ def verdict_blocks(verdicts: list[Verdict], out: Path) -> list[Block]:
             for name, d in v.per_rule.items():
                 if "ci95" not in d:
                     continue
-                se = (d["ci95"][1] - d["ci95"][0]) / 3.92
                 table.append(
                     [
                         name,
-                        f"{fmt_value(d['effect'], se)} [{fmt_value(d['ci95'][0], se)}, {fmt_value(d['ci95'][1], se)}]",
+                        _with_ci(d["effect"], d["ci95"][0], d["ci95"][1], d.get("seeds")),
                         str(d["seeds"]),
                         "–" if d.get("p_holm") is None else f"{d['p_holm']:.2g}",
                     ]
