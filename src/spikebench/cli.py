@@ -290,8 +290,19 @@ def cmd_study(args: argparse.Namespace) -> int:
         raise CLIError("--rules expects rule names separated by commas")
     base = components.load_config(args.config, args.set)
     user_keys = tuple(parse_override(text)[0] for text in args.set)
-    mode = Mode.make(args.quick, args.seeds, user_keys)
-    out = Path(args.out) if args.out else Path("studies") / (args.name + ("-quick" if args.quick else ""))
+    mode = Mode.make(args.quick, args.seeds, user_keys, evidence=args.evidence)
+    suffix = "-quick" if args.quick else "-evidence" if args.evidence else ""
+    out = Path(args.out) if args.out else Path("studies") / (args.name + suffix)
+    if args.plan:
+        from spikebench.studies.budget import estimate
+        from spikebench.studies.definitions import plan_study
+        from spikebench.studies.executors import default_workers
+
+        plan = plan_study(args.name, base, mode, rules=rules)
+        print(f"study {args.name}: {len(plan.runs)} runs, {len(plan.all_jobs())} jobs, into {out}")
+        for line in estimate(plan, args.workers or default_workers()).lines():
+            print(line)
+        return 0
     result = run_study(
         args.name,
         base,
@@ -303,6 +314,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         address=args.address,
         progress=lambda labels: StudyProgress(False if args.quiet else None, labels),
         wait=args.wait,
+        argv=getattr(args, "argv", None),
     )
     counts = {s: result.count(s) for s in ("done", "cached", "failed", "skipped")}
     print(f"study {args.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), file=sys.stderr)
@@ -651,8 +663,17 @@ def build_parser() -> argparse.ArgumentParser:
         "study", help="run a study (a grid of runs, attacks and analyses) and write its report"
     )
     p.add_argument("name", help="tradeoff, similarity, recurrence, attacks or all (see 'ls studies')")
-    p.add_argument(
+    size = p.add_mutually_exclusive_group()
+    size.add_argument(
         "--quick", action="store_true", help="reduced grid: data subset, 1 epoch, 1 seed (minutes)"
+    )
+    size.add_argument(
+        "--evidence",
+        action="store_true",
+        help="the size that decides the claims: 6 seeds, data subset, 3 epochs (about 2 hours on 2 cores)",
+    )
+    p.add_argument(
+        "--plan", action="store_true", help="print the job counts and the estimated wall time; run nothing"
     )
     p.add_argument("--seeds", type=int, help="seeds per grid point (full mode: at least 3 by default)")
     p.add_argument("-c", "--config", help="base YAML config for every run of the grid")
@@ -663,7 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address to join (with --engine ray)")
     p.add_argument("--workers", type=int, help="parallel jobs (default: the number of cores)")
     p.add_argument("--rules", help="comma-separated rules to run (default: every registered rule)")
-    p.add_argument("--out", help="study directory (default: studies/NAME[-quick]); rerun to resume")
+    p.add_argument("--out", help="study directory (default: studies/NAME[-quick|-evidence]); rerun to resume")
     p.add_argument("--wait", action="store_true", help="wait for another study running in --out to finish")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_study)
@@ -749,6 +770,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

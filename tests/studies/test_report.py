@@ -91,14 +91,14 @@ def test_report_builds_from_records_and_html_is_self_contained(tmp_path):
     paths = build_report(study)
     md = paths["md"].read_text()
     assert md.index("## Summary") < md.index("## Verdicts") < md.index("## C2")
-    assert "decides nothing" in md and "spikebench study all --seeds 8" in md  # the quick-mode warning
+    assert "decides nothing" in md and "spikebench study all --evidence" in md  # the quick-mode warning
     assert "| C2 | **inconclusive** |" in md  # one seed never decides
     assert "| C1 | **not computed** (no similarity controls) |" not in md  # similarity not in this study
     assert "{" not in md.split("## Verdicts")[1].split("## C2")[0]  # no dict dumps in the verdicts
     assert "training diverged" in md and "Failed runs" in md
     html = paths["html"].read_text()
     assert "data:image/png;base64," in html
-    assert "<code>spikebench study all --seeds 8</code>" in html and "`" not in html  # no literal backticks
+    assert "<code>spikebench study all --evidence</code>" in html and "`" not in html  # no literal backticks
     assert not re.search(r"(src|href)=['\"](?!data:)", html)  # nothing to fetch: one self-contained file
     verdicts = {v["claim"]: v for v in json.loads((study / "report" / "verdicts.json").read_text())}
     assert set(verdicts) == {"C2", "C3", "C4.i", "C4.ii"}

@@ -33,6 +33,7 @@ from spikebench.report import plots
 from spikebench.report.controls import controls_section
 from spikebench.report.document import Block, Heading, Image, Para, Table, to_html, to_markdown
 from spikebench.report.efficiency import efficiency_section
+from spikebench.report.methods import header_blocks, methods_blocks
 from spikebench.report.records import RunRecord, Stat, StudyRecords, group, load_study, stat
 from spikebench.report.verdicts import (
     C1_MARGIN,
@@ -433,9 +434,10 @@ def summary_blocks(verdicts: list[Verdict], quick: bool) -> list[Block]:
     if quick:
         blocks.append(
             Para(
-                "**This is a quick study: a demonstration that decides nothing.** One epoch on a data subset "
-                "and small attack budgets; with fewer than 2 seeds no claim is decided. The study that can "
-                f"decide the claims: `{DECIDING_COMMAND}`."
+                "**This is a quick study: a demonstration that decides nothing.** It shows what the report "
+                "of a study looks like, from one epoch on a data subset with small attack budgets; with "
+                "fewer than 2 seeds no claim is decided, whatever the table below says. The study sized to "
+                f"decide the claims (about 2 hours on 2 cores): `{DECIDING_COMMAND}`."
             )
         )
     blocks.append(
@@ -537,11 +539,10 @@ def build_blocks(records: StudyRecords, out: Path) -> tuple[list[Block], list[Ve
     blocks: list[Block] = [
         Heading(f"spikebench study: {m['study']}", 1),
         *summary_blocks(verdicts, quick),
+        *header_blocks(records),
         Para(
             f"{ok} of {len(records.runs)} runs completed; {len(records.failed)} failed; "
-            f"{len(records.missing)} not run. Mode: "
-            + ", ".join(f"{k} = {v}" for k, v in m["settings"]["mode"].items())
-            + "."
+            f"{len(records.missing)} not run."
         ),
         *verdict_blocks(verdicts, out),
     ]
@@ -591,6 +592,7 @@ def build_blocks(records: StudyRecords, out: Path) -> tuple[list[Block], list[Ve
             for r, stem, why in bad_attacks
         ]
         blocks.append(Table(["run", "rule", "recurrent", "seed", "record", "reason"], rows))
+    blocks += methods_blocks(records)
     return blocks, verdicts
 
 

@@ -59,7 +59,7 @@ POWER = 0.8
 #: bootstrap replicates for every interval
 N_BOOT = 4000
 #: the command whose size decides the claims that a small study cannot
-DECIDING_COMMAND = "spikebench study all --seeds 8"
+DECIDING_COMMAND = "spikebench study all --evidence"
 
 #: gradient-based and gradient-free attack stems (by name before the first "-"); noise is no attack
 GRADIENT_ATTACKS = ("pgd", "apgd", "fgsm")

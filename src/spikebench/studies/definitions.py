@@ -62,9 +62,18 @@ class Mode:
     matched_rules: tuple[str, ...] | None = (
         None  # rules with a parameter-matched feed-forward twin (None: all)
     )
+    evidence: bool = False
+    timesteps: int | None = None  # time steps of the static datasets (None: the config's)
+    backdoor_seeds: int | None = None  # seeds of the backdoor runs (None: ``seeds``)
 
     @staticmethod
-    def make(quick: bool, seeds: int | None, user_keys: tuple[str, ...] = ()) -> Mode:
+    def make(quick: bool, seeds: int | None, user_keys: tuple[str, ...] = (), evidence: bool = False) -> Mode:
+        """The quick, evidence or full mode (``quick`` and ``evidence`` exclude each other); ``seeds``
+        replaces the mode's seed count."""
+        if quick and evidence:
+            raise StudyError("quick and evidence modes exclude each other")
+        if evidence:
+            return evidence_mode(seeds, user_keys)
         if quick:
             return Mode(
                 quick=True,
@@ -110,6 +119,41 @@ class Mode:
         return {k: _plain(v) for k, v in vars(self).items()}
 
 
+def evidence_mode(seeds: int | None = None, user_keys: tuple[str, ...] = ()) -> Mode:
+    """The smallest study sized to decide C1-C4 (about 2 hours on 2 cores; README "Evidence mode" gives
+    the minimum detectable effect of each size): 6 seeds, 3 epochs on 10,000 training images at 10 time
+    steps, 2,000 test images; 500 attacked samples at eps 0.03 under PGD-20, APGD-20, a second-surrogate
+    PGD, FGSM and Square (200 queries); bptt and ottt on the sequential dataset, four parameter-matched
+    twins, the backdoor table on 2 seeds. ``seeds`` replaces the 6."""
+    return Mode(
+        quick=False,
+        seeds=seeds or EVIDENCE_SEEDS,
+        epochs=3,
+        limit_train=10000,
+        limit_test=2000,
+        attack_n=500,
+        eps=(0.03,),
+        pgd_steps=20,
+        queries=200,
+        seq_rules=("bptt", "ottt"),
+        blackbox=("square", "gaussian-noise"),
+        track_every=50,
+        user_keys=user_keys,
+        apgd_steps=20,
+        restarts=1,
+        surrogate_sweep=QUICK_SWEEP,
+        sanity_eps=0.5,
+        matched_rules=("bptt", "ottt", "eprop", "dfa"),
+        evidence=True,
+        timesteps=10,
+        backdoor_seeds=2,
+    )
+
+
+#: seeds of the evidence mode's grid (the unit of replication of every verdict)
+EVIDENCE_SEEDS = 6
+
+
 def _plain(v):
     return [_plain(x) for x in v] if isinstance(v, tuple) else v
 
@@ -141,6 +185,8 @@ def sized(base: Config, mode: Mode) -> dict:
         axes["data.limit_train"] = [mode.limit_train]
     if mode.limit_test is not None:
         axes["data.limit_test"] = [mode.limit_test]
+    if mode.timesteps is not None:
+        axes["data.timesteps"] = [mode.timesteps]
     return {k: v for k, v in axes.items() if k not in mode.user_keys}
 
 
@@ -298,9 +344,19 @@ def attacks(plan: Plan, base: Config, mode: Mode) -> None:
     transfer = {key: bptt_by_seed.get(cfg.train.seed) for cfg, key in zip(configs, keys, strict=True)}
     add_gradient_attacks(plan, keys, mode, ("exact", "rule", "transfer"), transfer)
     add_blackbox_attacks(plan, keys, mode, mode.blackbox)
+    seeds = {} if mode.backdoor_seeds is None else {"train__seed": list(range(mode.backdoor_seeds))}
+    if "train.seed" in mode.user_keys:
+        seeds = {}
     plan.add_runs(
         PART_BACKDOOR,
-        grid(base, mode, rule__name=rules(), model__recurrent=[False], data__backdoor__fraction=[0.05]),
+        grid(
+            base,
+            mode,
+            rule__name=rules(),
+            model__recurrent=[False],
+            data__backdoor__fraction=[0.05],
+            **seeds,
+        ),
     )
 
 

@@ -50,11 +50,13 @@ def run_study(
     address: str | None = None,
     progress: Callable[[dict[str, str]], Progress] | None = None,
     wait: bool = False,
+    argv: list[str] | None = None,
 ) -> StudyResult:
     """Plan the study ``name`` on ``base``, check it (:func:`~spikebench.studies.preflight.preflight`),
     run its jobs in ``out`` (cached ones are reused), then its analyses and its report, all under the
     directory's lock. ``progress`` builds the progress display from the jobs' labels (id -> label);
-    ``workers`` defaults to :func:`~spikebench.studies.executors.default_workers`."""
+    ``workers`` defaults to :func:`~spikebench.studies.executors.default_workers`; ``argv``: the command's
+    arguments, recorded in ``study.json`` (:func:`~spikebench.studies.runner.execute_plan`)."""
     plan = plan_study(name, base, mode, rules=rules)
     preflight(list(plan.runs.values()), out)
     labels = {job.id: job_label(job, plan.runs) for job in plan.all_jobs()}
@@ -67,6 +69,7 @@ def run_study(
             address=address,
             progress=None if progress is None else progress(labels),
             lock=False,
+            argv=argv,
         )
         analyze_study(out)
         paths = build_report(out)

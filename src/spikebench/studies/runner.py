@@ -215,10 +215,13 @@ def run_jobs(
     return outcomes
 
 
-def prepare_study_dir(study_dir: Path, plan: Plan) -> None:
-    """Create the directory and its manifest, or check that an existing one is the same study."""
+def prepare_study_dir(study_dir: Path, plan: Plan, started: dict[str, Any] | None = None) -> None:
+    """Create the directory and its manifest, or check that an existing one is the same study.
+    ``started``: this command's :func:`~spikebench.provenance.invocation` record, appended to the
+    manifest's ``invocations`` (those of earlier commands are kept)."""
     path = study_dir / MANIFEST
     manifest = plan.manifest()
+    old: dict[str, Any] = {}
     if path.exists():
         import json
 
@@ -233,8 +236,26 @@ def prepare_study_dir(study_dir: Path, plan: Plan) -> None:
             )
     elif study_dir.exists() and any(p.name != LOCK_NAME for p in study_dir.iterdir()):
         raise StudyError(f"{study_dir} exists and is not a study directory; use another --out")
+    earlier = old.get("invocations")
+    manifest["invocations"] = [
+        *(earlier if isinstance(earlier, list) else []),
+        *([started] if started else []),
+    ]
     (study_dir / RUNS_DIR).mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, manifest)
+
+
+def finish_invocation(study_dir: Path, seconds: float) -> None:
+    """Record the end time and wall seconds of the manifest's last invocation."""
+    import json
+
+    from spikebench.provenance import now
+
+    path = study_dir / MANIFEST
+    manifest = json.loads(path.read_text())
+    if manifest.get("invocations"):
+        manifest["invocations"][-1].update(finished=now(), seconds=round(seconds, 1))
+        atomic_write_json(path, manifest)
 
 
 def execute_plan(
@@ -247,10 +268,12 @@ def execute_plan(
     progress: Progress | None = None,
     lock: bool = True,
     wait: bool = False,
+    argv: list[str] | None = None,
 ) -> list[Outcome]:
     """Prepare ``study_dir`` and run every job of ``plan``; returns the outcomes (also in
     ``outcomes.json``). ``lock``: hold the directory's :class:`~spikebench.studies.lock.StudyLock`
-    meanwhile (``wait`` for it instead of refusing); pass False when the caller holds it."""
+    meanwhile (``wait`` for it instead of refusing); pass False when the caller holds it. ``argv``: the
+    command's arguments, recorded with the start and end time, versions and hardware in ``study.json``."""
     if lock:
         with StudyLock(study_dir, wait=wait):
             return execute_plan(
@@ -261,8 +284,11 @@ def execute_plan(
                 address=address,
                 progress=progress,
                 lock=False,
+                argv=argv,
             )
-    prepare_study_dir(study_dir, plan)
+    from spikebench.provenance import invocation
+
+    prepare_study_dir(study_dir, plan, invocation(argv))
     devices = tuple(sorted({cfg.train.device for cfg in plan.runs.values()}))
     executor = make_executor(engine, workers, address, devices)
     labels = {job.id: job_label(job, plan.runs) for job in plan.all_jobs()}
@@ -273,6 +299,7 @@ def execute_plan(
         executor.close(cancel=True)
         raise
     executor.close()
+    finish_invocation(study_dir, time.time() - t0)
     atomic_write_json(
         study_dir / "outcomes.json",
         {
