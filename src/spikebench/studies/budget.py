@@ -2,15 +2,16 @@
 
 A cost model, not a measurement. Its figures were measured on a 2-core machine running two workers:
 
-- training: about 5 s per 1,000 images per epoch at 25 time steps (bptt, feed-forward, default network),
-  plus about 8 s per run for start-up, data loading and evaluation; e-prop costs about twice as much per
-  image; a recurrent network is taken as 1.5 times a feed-forward one; cost scales with the time steps;
-- a measurement of the training trackers (CKA, gradient alignment, Fisher) about 1 s;
+- training: about 2.5 s per 1,000 images per epoch at 25 time steps (feed-forward bptt, default network,
+  with evaluation and data handling; fitted to the quick study's per-job times), plus about 5 s per run
+  of start-up; other rules and the recurrent network in proportion to their measured training
+  throughput (:data:`THROUGHPUT`); cost proportional to the time steps;
+- a measurement of the training trackers (CKA, gradient alignment, Fisher) about 0.5 s;
 - an attack job about 3 s of start-up, then about 1 ms per sample and gradient step (forward and
   backward through the unrolled network) and 0.35 ms per sample and query of a gradient-free attack, at
   25 time steps.
 
-The quick study's estimate is within a minute of its measured wall time (README "Evidence mode").
+The machine's other load changes every figure: read the estimate as a size, not a promise.
 """
 
 from __future__ import annotations
@@ -28,8 +29,17 @@ ATTACK_START_SECONDS = 3.0
 GRADIENT_STEP_SECONDS = 1e-3  # per sample
 QUERY_SECONDS = 3.5e-4  # per sample
 REFERENCE_TIMESTEPS = 25
-RULE_FACTOR = {"eprop": 2.0}
-RECURRENT_FACTOR = 1.5
+#: training samples/s at T = 25, feed-forward and recurrent, two runs at a time on 2 cores (README's
+#: table of the full-data runs): each rule's cost relative to feed-forward bptt
+THROUGHPUT = {
+    "bptt": (3074, 1130),
+    "tbptt": (2693, 1440),
+    "fa": (3290, 1305),
+    "ottt": (2457, 1494),
+    "eprop": (1024, 512),
+    "dfa": (2719, 1293),
+    "decolle": (1604, 1316),
+}
 #: training images of the datasets whose size a config does not cap
 DATASET_TRAIN = {"fashion-mnist": 60000, "mnist": 60000, "sequential-fashion-mnist": 60000, "digits": 1437}
 
@@ -68,10 +78,30 @@ def _hm(seconds: float) -> str:
     return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min"
 
 
+def _steps(cfg: Config) -> float:
+    """Time steps relative to the reference, times the cost of one step relative to the reference's
+    (the dense products of a feed-forward pass: a sequential dataset feeds 28 features per step, not 784)."""
+    if cfg.data.name.startswith("sequential-"):
+        return 28 / REFERENCE_TIMESTEPS * _dense(cfg, 28) / _dense(cfg, 784)
+    return cfg.data.timesteps / REFERENCE_TIMESTEPS
+
+
+def _dense(cfg: Config, n_in: int) -> int:
+    widths = [n_in, *cfg.model.hidden, 10]
+    return sum(a * b for a, b in zip(widths, widths[1:], strict=False))
+
+
+def _rule_factor(cfg: Config) -> float:
+    """Cost of the rule and architecture relative to feed-forward bptt (unknown rules count as bptt)."""
+    ff, rec = THROUGHPUT.get(cfg.rule.name, THROUGHPUT["bptt"])
+    return THROUGHPUT["bptt"][0] / (rec if cfg.model.recurrent else ff)
+
+
 def _scale(cfg: Config) -> float:
-    steps = cfg.data.timesteps if cfg.data.name != "sequential-fashion-mnist" else 28
-    f = steps / REFERENCE_TIMESTEPS * RULE_FACTOR.get(cfg.rule.name, 1.0)
-    return f * (RECURRENT_FACTOR if cfg.model.recurrent else 1.0)
+    """Cost of one sample's forward and backward pass relative to the reference network (feed-forward
+    bptt at 25 steps), for attacks: the recurrent network's exact gradient is bptt's."""
+    ff, rec = THROUGHPUT["bptt"]
+    return _steps(cfg) * (ff / rec if cfg.model.recurrent else 1.0)
 
 
 def train_seconds(cfg: Config) -> float:
@@ -81,7 +111,7 @@ def train_seconds(cfg: Config) -> float:
     tracked = (batches // max(1, cfg.train.track_every)) if cfg.train.track else 0
     return (
         TRAIN_START_SECONDS
-        + TRAIN_SECONDS_PER_IMAGE_EPOCH * images * cfg.train.epochs * _scale(cfg)
+        + TRAIN_SECONDS_PER_IMAGE_EPOCH * images * cfg.train.epochs * _steps(cfg) * _rule_factor(cfg)
         + TRACK_SECONDS * tracked * _scale(cfg)
     )
 
