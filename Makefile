@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 OUT    ?= studies/main
 
-.PHONY: run test setup setup-dev data lint clean
+.PHONY: run test setup setup-dev data browser lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,17 @@ data: setup
 run: data
 	$(BIN)/spikebench study all --quick --out $(OUT)
 
-test: setup-dev
+# Headless Chromium for the report's browser test: already on PATH, else Debian's package (when root with
+# apt); elsewhere the test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; } || \
+	    echo "chromium could not be installed: the browser test will skip"; \
+	  else echo "chromium is not installed (needs root and apt): the browser test will skip"; fi; }
+
+test: setup-dev browser
 	$(BIN)/python -m pytest -q
 
 lint: setup-dev

@@ -115,7 +115,11 @@ def header_blocks(records: StudyRecords) -> list[Block]:
     ]
 
 
-RULE_OPTIONS = ("k", "update", "feedback", "trace", "local_loss")
+def _declared_options(rule: str) -> tuple[str, ...]:
+    """The options the rule reads (its registry entry), or every non-null one for an unknown rule."""
+    from spikebench.rules import RULES
+
+    return tuple(RULES.get(rule).options) if rule in RULES else ("update", "feedback", "trace", "local_loss")
 
 
 def _rules_table(records: StudyRecords) -> Table:
@@ -125,16 +129,28 @@ def _rules_table(records: StudyRecords) -> Table:
         by_rule.setdefault(r.rule, []).append(r)
     for rule, rs in sorted(by_rule.items(), key=lambda kv: _rank(kv[1])):
         opts = "; ".join(
-            f"{k} = {_join(_get(r, 'rule.' + k) for r in rs)}"
-            for k in RULE_OPTIONS
-            if any(_get(r, "rule." + k) is not None for r in rs)
+            f"{k} = {_join(_get(r, 'rule.' + k) or 'default' for r in rs)}" for k in _declared_options(rule)
         )
-        loc = next((r.summary.get("locality") for r in rs if r.ok and r.summary.get("locality")), {}) or {}
+        done = [r.summary for r in rs if r.ok]
+        loc = next((s.get("locality") for s in done if s.get("locality")), {}) or {}
         locality = ", ".join(
-            f"{k} {loc[k]}" for k in ("spatial", "temporal", "memory", "weight_transport") if k in loc
+            f"{k.replace('_', ' ')} {loc[k]}"
+            for k in ("spatial", "temporal", "memory", "weight_transport")
+            if k in loc
         )
-        rows.append([rule, opts or "defaults", locality or "–", str(len(rs))])
-    return Table(["rule", "options", "locality", "runs"], rows)
+        deviations = _distinct(d for s in done for d in s.get("deviations") or [])
+        paper = next((s.get("paper") for s in done if s.get("paper")), None)
+        rows.append(
+            [
+                rule,
+                opts or "none",
+                locality or "–",
+                paper or "–",
+                "; ".join(deviations) or "none",
+                str(len(rs)),
+            ]
+        )
+    return Table(["rule", "options", "locality", "paper", "deviations", "runs"], rows)
 
 
 def _rank(rs: list[RunRecord]) -> float:
@@ -299,6 +315,7 @@ def methods_blocks(records: StudyRecords) -> list[Block]:
         ("learning rate", "train.lr"),
         ("schedule", "train.schedule"),
         ("weight decay", "train.weight_decay"),
+        ("window k (tbptt; e-prop blocks)", "rule.k"),
         ("tracked during training", "train.track"),
         ("tracking interval (batches)", "train.track_every"),
     ]
