@@ -35,12 +35,15 @@ from spikebench.studies.runner import Plan, StudyError
 class Mode:
     """How big a study is. ``quick``: a data subset, one epoch, small attack budgets (minutes on 2 cores);
     full: the whole dataset, ``epochs`` epochs, ``seeds`` seeds (at least 3), full attack budgets (PGD and
-    APGD 100 steps x 3 restarts keeping the best iterate, Square 1,000 queries, 1,000 test samples).
+    APGD 100 steps x 3 restarts keeping the best iterate, Square 1,000 queries, 1,000 test samples);
+    ``evidence``: the sizes of :func:`evidence_mode`, between the two.
 
     ``apgd_steps``: APGD-CE steps per restart; ``restarts``: PGD and APGD runs; ``surrogate_sweep``:
     (surrogate, scale) pairs, each giving one more exact-gradient PGD attack whose backward pass uses that
     surrogate (the per-sample worst case is taken over all of them); ``sanity_eps``: the large eps of the
-    sanity record of exact-gradient PGD, where no accuracy should remain."""
+    sanity record of exact-gradient PGD, where no accuracy should remain; ``timesteps``: the time steps of
+    the static datasets (None: the config's); ``backdoor_seeds``: seeds of the backdoor runs (None:
+    ``seeds``)."""
 
     quick: bool
     seeds: int
@@ -63,8 +66,8 @@ class Mode:
         None  # rules with a parameter-matched feed-forward twin (None: all)
     )
     evidence: bool = False
-    timesteps: int | None = None  # time steps of the static datasets (None: the config's)
-    backdoor_seeds: int | None = None  # seeds of the backdoor runs (None: ``seeds``)
+    timesteps: int | None = None
+    backdoor_seeds: int | None = None
 
     @staticmethod
     def make(quick: bool, seeds: int | None, user_keys: tuple[str, ...] = (), evidence: bool = False) -> Mode:
