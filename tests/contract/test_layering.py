@@ -22,7 +22,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # lowest first: (layer name, module prefixes; "spikebench" alone is the package's __init__)
     (
         "base",
-        ("spikebench", "spikebench.registry", "spikebench.io", "spikebench.records", "spikebench.precision"),
+        (
+            "spikebench",
+            "spikebench.registry",
+            "spikebench.io",
+            "spikebench.records",
+            "spikebench.precision",
+            "spikebench.provenance",
+        ),
     ),
     ("config", ("spikebench.config",)),
     ("dynamics", ("spikebench.dynamics",)),
