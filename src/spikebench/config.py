@@ -55,6 +55,11 @@ class DataConfig:
 
     Event datasets: ``timesteps`` is the number of time bins, ``downsample`` an integer factor of
     spatial (or channel) downsampling, ``binarize`` clips the event counts of a frame to 1.
+
+    ``validation``: training images held out as a validation split (an integer count, or a fraction in
+    (0, 1) of the training split; null = none). They are drawn by a fixed permutation of the whole
+    training split (the same for every seed), never trained on, and evaluated after training as
+    ``validation_accuracy``; ``limit_train`` then takes the first N of the remaining images.
     """
 
     name: str = "fashion-mnist"
@@ -66,8 +71,14 @@ class DataConfig:
     downsample: int = 1
     binarize: bool = False
     backdoor: BackdoorConfig = field(default_factory=BackdoorConfig)
+    validation: int | float | None = None
 
     def __post_init__(self) -> None:
+        v = self.validation
+        _check(
+            v is None or (isinstance(v, int) and v > 0) or (isinstance(v, float) and 0.0 < v < 1.0),
+            f"data.validation must be a positive count of images or a fraction in (0, 1), or null; got {v}",
+        )
         _check(self.timesteps > 0, f"data.timesteps must be positive, got {self.timesteps}")
         _check(self.downsample > 0, f"data.downsample must be a positive integer, got {self.downsample}")
         for key in ("limit_train", "limit_test"):

@@ -28,6 +28,8 @@ RUNS_DIR = "runs"
 ANALYSIS_DIR = "analysis"
 SIMILARITY_CONTROLS = "similarity_controls"
 """Stem of the C1 controls record ``analysis/similarity_controls.json``."""
+TUNING = "tuning"
+"""Stem of the learning-rate choice ``analysis/tuning.json`` (:mod:`spikebench.studies.tuning`)."""
 
 # the parts of a study's manifest
 PART_TRADEOFF = "tradeoff"
@@ -37,6 +39,7 @@ PART_RECURRENCE_SEQUENTIAL = "recurrence-sequential"
 PART_RECURRENCE_MATCHED = "recurrence-matched"
 PART_ATTACKS = "attacks"
 PART_BACKDOOR = "backdoor"
+PART_TUNING = "tuning"
 PARTS = (
     PART_TRADEOFF,
     PART_SIMILARITY,
@@ -45,6 +48,7 @@ PARTS = (
     PART_RECURRENCE_MATCHED,
     PART_ATTACKS,
     PART_BACKDOOR,
+    PART_TUNING,
 )
 
 REFERENCE_RULE = "bptt"

@@ -60,6 +60,7 @@ class Dataset:
     n_classes: int
     source: str = ""
     sequential: bool = False  # samples are sequences x [N, T, ...] rather than static inputs
+    validation: Split | None = None  # images held out of the training split (``data.validation``)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -110,11 +111,41 @@ def dataset_spec(name: str) -> DatasetSpec:
     return entry if isinstance(entry, DatasetSpec) else DatasetSpec(entry)
 
 
+#: seed of the permutation that draws the validation images (fixed: the same split for every run)
+VALIDATION_SEED = 20170825
+
+
+def validation_indices(n_train: int, validation: int | float) -> tuple[Tensor, Tensor]:
+    """``(held_out, kept)`` indices into a training split of ``n_train`` samples: ``validation`` images
+    (a count, or a fraction of ``n_train``, rounded) drawn by a fixed permutation, the rest in their
+    original order. Raises :class:`DataError` when nothing would be left to train on."""
+    n_val = round(validation * n_train) if isinstance(validation, float) else int(validation)
+    if not 0 < n_val < n_train:
+        raise DataError(
+            f"data.validation={validation} holds out {n_val} of {n_train} training images; "
+            "leave at least one to train on and hold out at least one"
+        )
+    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    held = torch.sort(perm[:n_val]).values
+    kept = torch.sort(perm[n_val:]).values
+    return held, kept
+
+
+def split_validation(ds: Dataset, validation: int | float | None) -> Dataset:
+    """``ds`` with ``validation`` training images moved to ``ds.validation`` (:func:`validation_indices`)."""
+    if validation is None:
+        return ds
+    held, kept = validation_indices(len(ds.train), validation)
+    val = Split(ds.train.x[held], ds.train.y[held])
+    return dataclasses.replace(ds, train=Split(ds.train.x[kept], ds.train.y[kept]), validation=val)
+
+
 def load_dataset(cfg: DataConfig) -> Dataset:
-    """Load ``cfg.name``, check what the loader returned (:func:`check_dataset`), and apply
-    ``limit_train`` / ``limit_test`` (first N samples)."""
+    """Load ``cfg.name``, check what the loader returned (:func:`check_dataset`), hold out the validation
+    images (``data.validation``, :func:`split_validation`), and apply ``limit_train`` / ``limit_test``
+    (first N samples)."""
     spec = dataset_spec(cfg.name)
-    ds = check_dataset(cfg.name, spec(cfg), spec)
+    ds = split_validation(check_dataset(cfg.name, spec(cfg), spec), cfg.validation)
     return dataclasses.replace(ds, train=ds.train.head(cfg.limit_train), test=ds.test.head(cfg.limit_test))
 
 

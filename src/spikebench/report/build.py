@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 from spikebench.analysis.stats import fmt_value
 from spikebench.attacks.evidence import (
@@ -28,6 +29,7 @@ from spikebench.records import (
     PART_SIMILARITY,
     PART_TRADEOFF,
     REFERENCE_RULE,
+    TUNING,
 )
 from spikebench.report import plots
 from spikebench.report.controls import controls_section
@@ -85,7 +87,35 @@ def _by_rule(runs: list[RunRecord]) -> list[tuple[str, list[RunRecord]]]:
     return sorted(g.items(), key=lambda kv: kv[1][0].summary["locality"]["rank"])
 
 
-def tradeoff_section(runs: list[RunRecord], out: Path) -> list[Block]:
+def tuning_blocks(tuning: dict[str, Any] | None) -> list[Block]:
+    """The C2 section's statement of how learning rates were chosen, with the choice per rule."""
+    from spikebench.report.verdicts import equal_tuning_text
+
+    text = equal_tuning_text(tuning)
+    if not tuning or not tuning.get("chosen"):
+        return [Para(text[0].upper() + text[1:] + ".")]
+    mult = ", ".join(f"{m:g}" for m in tuning.get("multipliers") or [])
+    blocks: list[Block] = [
+        Para(
+            f"{text[0].upper() + text[1:]} (the validation split, never the test set): train.lr "
+            f"{tuning.get('default_lr'):g} x {{{mult}}} at seed {tuning.get('seed')}, the highest validation "
+            "accuracy chosen (ties: the default); every seed of the table trains at the chosen lr on the "
+            "same reduced training set."
+        )
+    ]
+    rows = []
+    for c in tuning["chosen"]:
+        tried = ", ".join(
+            f"{x['lr']:g}: "
+            + ("–" if x["validation_accuracy"] is None else f"{x['validation_accuracy']:.3f}")
+            for x in c["candidates"]
+        )
+        rows.append(["rec" if c["recurrent"] else "ff", c["rule"], f"{c['lr']:g}", tried])
+    blocks.append(Table(["network", "rule", "chosen lr", "validation accuracy per lr"], rows))
+    return blocks
+
+
+def tradeoff_section(runs: list[RunRecord], out: Path, tuning: dict[str, Any] | None = None) -> list[Block]:
     blocks: list[Block] = [Heading("C2: locality versus performance and cost")]
     rows = []
     for name, rs in _by_rule(runs):
@@ -132,6 +162,7 @@ def tradeoff_section(runs: list[RunRecord], out: Path) -> list[Block]:
             "exact tensor memory one training batch needs (beyond parameters and optimiser state)."
         )
     )
+    blocks += tuning_blocks(tuning)
     if rows:
         blocks.append(Image(plots.accuracy_vs_locality(runs, out / "tradeoff.png"), "accuracy vs locality"))
     return blocks
@@ -547,7 +578,7 @@ def build_blocks(records: StudyRecords, out: Path) -> tuple[list[Block], list[Ve
         *verdict_blocks(verdicts, out),
     ]
     if PART_TRADEOFF in parts:
-        blocks += tradeoff_section(records.part(PART_TRADEOFF), out)
+        blocks += tradeoff_section(records.part(PART_TRADEOFF), out, records.analyses.get(TUNING))
         blocks += efficiency_section(records.part(PART_TRADEOFF), out)
     if PART_SIMILARITY in parts:
         blocks += similarity_section(records, out)

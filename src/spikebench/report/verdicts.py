@@ -34,6 +34,7 @@ from spikebench.records import (
     PART_TRADEOFF,
     REFERENCE_RULE,
     SIMILARITY_CONTROLS,
+    TUNING,
 )
 from spikebench.report.records import RunRecord, StudyRecords
 
@@ -706,6 +707,30 @@ def n_test_samples(runs: Iterable[RunRecord]) -> int | None:
     return min(ns) if ns else None
 
 
+def equal_tuning_text(tuning: dict[str, Any] | None) -> str:
+    """How the C2 runs' learning rates were chosen, in words."""
+    if not tuning or not tuning.get("chosen"):
+        return "every rule at the same learning rate (no tuning)"
+    n = tuning.get("validation_samples")
+    images = f"{n} held-out training images" if n else "held-out training images"
+    return f"accuracy at equal tuning: lr chosen per rule on {images}"
+
+
+def with_tuning(v: Verdict, tuning: dict[str, Any] | None) -> Verdict:
+    """C2's verdict with the learning-rate choice of ``analysis/tuning.json`` in its controls and its
+    sentence."""
+    v.controls["tuning"] = None
+    if tuning and tuning.get("chosen"):
+        v.controls["tuning"] = {
+            "validation_samples": tuning.get("validation_samples"),
+            "multipliers": tuning.get("multipliers"),
+            "default_lr": tuning.get("default_lr"),
+            "lr": {f"{c['rule']} {'rec' if c['recurrent'] else 'ff'}": c["lr"] for c in tuning["chosen"]},
+        }
+    v.sentence = f"{v.sentence}; {equal_tuning_text(tuning)}" if v.sentence else equal_tuning_text(tuning)
+    return v
+
+
 def all_verdicts(records: StudyRecords) -> list[Verdict]:
     """Every claim's verdict, for the parts the study ran."""
     parts = set(records.manifest.get("parts", {}))
@@ -717,7 +742,7 @@ def all_verdicts(records: StudyRecords) -> list[Verdict]:
             )
         )
     if PART_TRADEOFF in parts:
-        out.append(c2_tradeoff(records.part(PART_TRADEOFF)))
+        out.append(with_tuning(c2_tradeoff(records.part(PART_TRADEOFF)), records.analyses.get(TUNING)))
     if PART_RECURRENCE in parts:
         out.append(
             c3_recurrence(

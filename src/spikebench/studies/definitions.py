@@ -43,7 +43,11 @@ class Mode:
     surrogate (the per-sample worst case is taken over all of them); ``sanity_eps``: the large eps of the
     sanity record of exact-gradient PGD, where no accuracy should remain; ``timesteps``: the time steps of
     the static datasets (None: the config's); ``backdoor_seeds``: seeds of the backdoor runs (None:
-    ``seeds``)."""
+    ``seeds``).
+
+    ``tune_lrs``: multipliers of ``train.lr`` tried per rule and architecture on ``tune_validation``
+    training images held out, the C2 runs using the best (:mod:`spikebench.studies.tuning`); empty: no
+    tuning (quick mode), and a ``--set train.lr`` pins the learning rate instead."""
 
     quick: bool
     seeds: int
@@ -68,6 +72,8 @@ class Mode:
     evidence: bool = False
     timesteps: int | None = None
     backdoor_seeds: int | None = None
+    tune_lrs: tuple[float, ...] = ()
+    tune_validation: int = 5000
 
     @staticmethod
     def make(quick: bool, seeds: int | None, user_keys: tuple[str, ...] = (), evidence: bool = False) -> Mode:
@@ -116,6 +122,8 @@ class Mode:
             restarts=3,
             surrogate_sweep=FULL_SWEEP,
             sanity_eps=0.5,
+            tune_lrs=FULL_TUNE_LRS,
+            tune_validation=5000,
         )
 
     def settings(self) -> dict:
@@ -166,6 +174,8 @@ def _plain(v):
 #: narrower than the training surrogate, and another shape
 FULL_SWEEP: tuple[tuple[str, float], ...] = (("fast_sigmoid", 0.5), ("fast_sigmoid", 8.0), ("triangle", 1.0))
 QUICK_SWEEP: tuple[tuple[str, float], ...] = (("fast_sigmoid", 8.0),)
+#: learning-rate multipliers of the full mode's tuning (around the default ``train.lr``)
+FULL_TUNE_LRS: tuple[float, ...] = (0.5, 1.0, 2.0)
 
 
 Builder = Callable[[Plan, Config, Mode], None]
@@ -242,7 +252,14 @@ def add_blackbox_attacks(plan: Plan, keys: list[str], mode: Mode, attacks: tuple
 
 @STUDIES.register("tradeoff")
 def tradeoff(plan: Plan, base: Config, mode: Mode) -> None:
-    """C2: every rule x {feed-forward, recurrent}: accuracy, time, memory, ordered by locality."""
+    """C2: every rule x {feed-forward, recurrent}: accuracy, time, memory, ordered by locality. With
+    ``mode.tune_lrs`` (and no ``--set train.lr``), each at the learning rate chosen on held-out training
+    images by the ``tuning`` part (:mod:`spikebench.studies.tuning`)."""
+    if mode.tune_lrs and "train.lr" not in mode.user_keys:
+        from spikebench.studies.tuning import add_tuning
+
+        add_tuning(plan, base, mode, rules())
+        return
     plan.add_runs(PART_TRADEOFF, grid(base, mode, rule__name=rules(), model__recurrent=[False, True]))
 
 

@@ -37,13 +37,19 @@ class StudyError(SpikebenchError):
 @dataclass
 class Plan:
     """What a study will do: the runs (by key), which part of the study uses which runs, and the jobs
-    that evaluate trained runs (attacks, analyses)."""
+    that evaluate trained runs (attacks, analyses).
+
+    ``followups``: steps ``step(plan, study_dir)`` that add runs and jobs depending on the records of the
+    jobs planned before them (e.g. the tradeoff runs at learning rates chosen by the tuning runs,
+    :mod:`spikebench.studies.tuning`); :func:`execute_plan` runs the jobs, then each step, then the jobs
+    the step added. A step must plan from records alone, so that a rerun plans the same jobs."""
 
     study: str
     settings: dict[str, Any]
     runs: dict[str, Config] = field(default_factory=dict)
     parts: dict[str, list[str]] = field(default_factory=dict)
     jobs: list[Job] = field(default_factory=list)
+    followups: list[Callable[[Plan, Path], None]] = field(default_factory=list)
 
     def add_runs(self, part: str, configs: list[Config]) -> list[str]:
         keys = []
@@ -295,6 +301,13 @@ def execute_plan(
     t0 = time.time()
     try:
         outcomes = run_jobs(plan.all_jobs(), study_dir, executor, progress or Progress(), labels)
+        while plan.followups:
+            plan.followups.pop(0)(plan, study_dir)
+            atomic_write_json(study_dir / MANIFEST, plan.manifest())
+            seen = {o.job for o in outcomes}
+            new = [job for job in plan.all_jobs() if job.id not in seen]
+            labels.update({job.id: job_label(job, plan.runs) for job in new})
+            outcomes += run_jobs(new, study_dir, executor, progress or Progress(), labels)
     except BaseException:
         executor.close(cancel=True)
         raise

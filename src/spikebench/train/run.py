@@ -205,6 +205,17 @@ def train_run(
             if backdoor.fraction > 0
             else None
         )
+        summary["validation_samples"] = 0 if built.data.validation is None else len(built.data.validation)
+        summary["validation_accuracy"] = (
+            None
+            if built.data.validation is None
+            else evaluate(
+                built.net,
+                built.data.validation,
+                components.build_encoding(cfg, generator(cfg.train.seed, 4, built.device)),
+                cfg.train.eval_batch_size,
+            )
+        )
         atomic_write_json(partial / SUMMARY, summary)
         # what makes the run checkable later: the hash of every file it wrote (spikebench.studies.validate)
         atomic_write_json(partial / CHECKSUMS, file_hashes(partial, skip=(CHECKSUMS,)))
