@@ -258,7 +258,7 @@ def tradeoff(plan: Plan, base: Config, mode: Mode) -> None:
     if mode.tune_lrs and "train.lr" not in mode.user_keys:
         from spikebench.studies.tuning import add_tuning
 
-        add_tuning(plan, base, mode, rules())
+        add_tuning(plan, base, mode, rules(), grid)
         return
     plan.add_runs(PART_TRADEOFF, grid(base, mode, rule__name=rules(), model__recurrent=[False, True]))
 

@@ -23,6 +23,7 @@ key), and every run is cached by its config, so a rerun finds the same choice an
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ from spikebench.config import Config, to_dict
 from spikebench.io import atomic_write_json
 from spikebench.records import ANALYSIS_DIR, PART_TRADEOFF, PART_TUNING, RUNS_DIR, SUMMARY, TUNING
 from spikebench.studies.runner import Plan, StudyError
+
+#: the study's grid of configs: ``grid(base, mode, **axes)``
+Grid = Callable[..., list[Config]]
 
 TUNING_SCHEMA = 1
 TUNING_FILE = f"{TUNING}.json"
@@ -52,10 +56,9 @@ def tuning_seed(base: Config, mode: Any) -> int:
     return base.train.seed if "train.seed" in mode.user_keys else 0
 
 
-def add_tuning(plan: Plan, base: Config, mode: Any, rules: list[str]) -> None:
-    """Add the ``tuning`` part's runs and the follow-up step that plans the tuned ``tradeoff`` runs."""
-    from spikebench.studies.definitions import grid
-
+def add_tuning(plan: Plan, base: Config, mode: Any, rules: list[str], grid: Grid) -> None:
+    """Add the ``tuning`` part's runs and the follow-up step that plans the tuned ``tradeoff`` runs;
+    ``grid(base, mode, **axes)``: the study's grid of configs (:func:`spikebench.studies.definitions.grid`)."""
     lrs = [base.train.lr * m for m in mode.tune_lrs]
     axes = tuning_axes(base, mode)
     seed = {} if "train.seed" in mode.user_keys else {"train__seed": [0]}
@@ -63,7 +66,7 @@ def add_tuning(plan: Plan, base: Config, mode: Any, rules: list[str]) -> None:
         base, mode, rule__name=rules, model__recurrent=[False, True], train__lr=lrs, **axes, **seed
     )
     plan.add_runs(PART_TUNING, configs)
-    plan.followups.append(lambda p, study_dir: plan_tuned(p, study_dir, base, mode))
+    plan.followups.append(lambda p, study_dir: plan_tuned(p, study_dir, base, mode, grid))
 
 
 def _validation(study_dir: Path, key: str, config: dict[str, Any]) -> tuple[float | None, int | None, str]:
@@ -145,11 +148,9 @@ def tuning_record(plan: Plan, study_dir: Path, base: Config, mode: Any) -> dict[
     }
 
 
-def plan_tuned(plan: Plan, study_dir: Path, base: Config, mode: Any) -> None:
+def plan_tuned(plan: Plan, study_dir: Path, base: Config, mode: Any, grid: Grid) -> None:
     """Write ``analysis/tuning.json`` from the tuning runs and add the ``tradeoff`` runs, every seed of
     the mode, each rule and architecture at its chosen learning rate."""
-    from spikebench.studies.definitions import grid
-
     record = tuning_record(plan, study_dir, base, mode)
     (study_dir / ANALYSIS_DIR).mkdir(exist_ok=True)
     atomic_write_json(study_dir / ANALYSIS_DIR / TUNING_FILE, record)
