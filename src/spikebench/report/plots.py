@@ -27,38 +27,44 @@ def _save(fig, path: Path) -> Path:
 
 
 def accuracy_vs_locality(runs: list[RunRecord], path: Path) -> Path:
-    """Mean test accuracy (± std over seeds) against locality rank; and against peak memory."""
+    """Mean test accuracy (± std over seeds) per rule, rules ordered by locality rank (a categorical axis:
+    points, never lines; feed-forward and recurrent side by side); and accuracy against peak memory."""
     fig, (a, b) = subplots(1, 2, figsize=(10, 4))
-    for recurrent, marker in ((False, "o"), (True, "s")):
-        by_rule = group([r for r in runs if r.ok and r.recurrent == recurrent], lambda r: r.rule)
-        rows = sorted(((rs[0].summary["locality"]["rank"], name, rs) for name, rs in by_rule.items()))
-        if not rows:
+    ok = [r for r in runs if r.ok]
+    order = sorted({(r.summary["locality"]["rank"], r.rule) for r in ok})
+    position = {name: i for i, (_, name) in enumerate(order)}
+    for recurrent, marker, shift in ((False, "o", -0.12), (True, "s", 0.12)):
+        by_rule = group([r for r in ok if r.recurrent == recurrent], lambda r: r.rule)
+        names = sorted(by_rule, key=position.__getitem__)
+        if not names:
             continue
-        accs = [stat(r.summary["test_accuracy"] for r in rs) for _, _, rs in rows]
+        accs = [stat(r.summary["test_accuracy"] for r in by_rule[n]) for n in names]
         label = "recurrent" if recurrent else "feed-forward"
         a.errorbar(
-            [x for x, _, _ in rows],
+            [position[n] + shift for n in names],
             [s.mean for s in accs],
             yerr=[s.std for s in accs],
             marker=marker,
+            linestyle="none",
             capsize=3,
             label=label,
         )
         mems = [
             stat(
                 (r.summary.get("peak_batch_tensor_bytes") or r.summary.get("peak_memory_bytes") or 0) / 2**20
-                for r in rs
+                for r in by_rule[n]
             )
-            for _, _, rs in rows
+            for n in names
         ]
         b.scatter([m.mean for m in mems], [s.mean for s in accs], marker=marker, label=label)
-        for (_, name, _), m, s in zip(rows, mems, accs, strict=True):
+        for name, m, s in zip(names, mems, accs, strict=True):
             b.annotate(name, (m.mean, s.mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        a.set_xticks([x for x, _, _ in rows], [n for _, n, _ in rows], rotation=30)
-    a.set(xlabel="rule (least to most local)", ylabel="test accuracy", title="accuracy vs locality")
+    a.set_xticks(range(len(order)), [f"{name}\n(rank {rank})" for rank, name in order], fontsize=8)
+    a.set(xlabel="rule, least to most local", ylabel="test accuracy", title="accuracy vs locality")
     b.set(xlabel="training memory of one batch (MiB)", ylabel="test accuracy", title="accuracy vs memory")
-    a.legend()
-    b.legend()
+    a.grid(axis="y", alpha=0.3)
+    a.legend(loc="best", fontsize=8)
+    b.legend(loc="best", fontsize=8)
     return _save(fig, path)
 
 
