@@ -230,6 +230,13 @@ def _signed(x: float) -> str:
     return f"{x:+.3f}"
 
 
+def _interval(est: float, lo: float, hi: float, seeds: int, fmt: str = "+.3f") -> str:
+    """``est [lo, hi]``; with one seed the spread over seeds is unknown, so no interval is printed."""
+    if seeds < 2:
+        return f"{est:{fmt}} (1 seed: no CI)"
+    return f"{est:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+
+
 def _not_computed(claim: str, statement: str, test: str, reason: str, margin: float) -> Verdict:
     return Verdict(
         claim,
@@ -341,7 +348,7 @@ def c1_similarity(controls: dict[str, Any] | None, n_test: int | None = None) ->
         per,
     )
     v.sentence = (
-        f"similarity index {est:.2f} [{lo:.2f}, {hi:.2f}] between the untrained floor (CKA {f_mean:.3f}) and "
+        f"similarity index {_interval(est, lo, hi, seeds, '.2f')} between the untrained floor (CKA {f_mean:.3f}) and "
         f"the bptt ceiling (CKA {c_mean:.3f}); {n_above} of {len(per)} rules above {1 - C1_MARGIN:g}"
         + (f"; at chance: {', '.join(sorted(gated))}" if gated else "")
     )
@@ -438,7 +445,7 @@ def c2_tradeoff(runs: list[RunRecord]) -> Verdict:
         per_rule,
     )
     v.sentence = (
-        f"Spearman rho of locality rank and accuracy {est:+.2f} [{lo:+.2f}, {hi:+.2f}], "
+        f"Spearman rho of locality rank and accuracy {_interval(est, lo, hi, len(seeds), '+.2f')}, "
         + ", ".join(f"{a} {d['rho']:+.2f} (p {d['p_holm']:.2g} Holm)" for a, d in per_arch.items())
     )
     if status == INCONCLUSIVE:
@@ -563,12 +570,11 @@ def c3_recurrence(runs: list[RunRecord], matched: list[RunRecord] | None = None)
         per,
     )
     v.sentence = (
-        f"recurrent minus feed-forward robust accuracy {_signed(est)} [{_signed(lo)}, {_signed(hi)}], "
+        f"recurrent minus feed-forward robust accuracy {_interval(est, lo, hi, seeds)}, "
         f"{positive} of {len(per)} rules positive after Holm; clean accuracy {_signed(c_est)}"
         + (
-            f"; recurrent minus parameter-matched {_signed(controls['parameter_matched']['effect'])} "
-            f"[{_signed(controls['parameter_matched']['ci95'][0])}, "
-            f"{_signed(controls['parameter_matched']['ci95'][1])}]"
+            f"; recurrent minus parameter-matched "
+            f"{_interval(controls['parameter_matched']['effect'], *controls['parameter_matched']['ci95'], seeds)}"
             if matched_diffs
             else "; parameter-matched control not run"
         )
@@ -689,8 +695,7 @@ def _c4_verdict(
         per,
     )
     v.sentence = (
-        f"{what} {_signed(est)} [{_signed(lo)}, {_signed(hi)}], {significant} of {len(per)} rules "
-        f"significant after Holm"
+        f"{what} {_interval(est, lo, hi, seeds)}, {significant} of {len(per)} rules significant after Holm"
     )
     if status == INCONCLUSIVE:
         sd = float(np.std(_per_seed_pooled(values), ddof=1)) if seeds >= 2 else math.nan
