@@ -16,19 +16,18 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from spikebench import components
 from spikebench.components import load_config
 from spikebench.io import atomic_write_json, atomic_write_text
 from spikebench.precision import bf16_supported
 from spikebench.rules import RULES
-from spikebench.rundir import build, git_revision
-from spikebench.train.loop import fit
-from spikebench.train.seeding import generator
+from spikebench.rundir import git_revision
+from spikebench.train.run import train_run
 
 HERE = Path(__file__).resolve().parent
 TARGET_PP = 0.5
@@ -48,26 +47,14 @@ def train(rule: str, seed: int, precision: str, args: argparse.Namespace) -> dic
             *args.set,
         ],
     )
-    built = build(cfg)
-    enc = components.build_encoding(cfg, generator(seed, 1))
-    eval_enc = components.build_encoding(cfg, generator(seed, 3))
     t0 = time.perf_counter()
-    records = fit(
-        cfg.train,
-        built.net,
-        built.rule,
-        built.data.train,
-        built.data.test,
-        enc,
-        eval_enc,
-        generator(seed, 0),
-        precision=built.precision,
-    )
+    with tempfile.TemporaryDirectory() as scratch:
+        summary = train_run(cfg, Path(scratch) / "run")
     return {
-        "test_accuracy": records[-1].test_accuracy,
-        "train_seconds": sum(r.seconds for r in records),
+        "test_accuracy": summary["test_accuracy"],
+        "train_seconds": summary["train_seconds"],
         "seconds": time.perf_counter() - t0,
-        "precision": built.precision,
+        "precision": summary["precision"],
     }
 
 
