@@ -52,7 +52,12 @@ def worst_case(records_by_stem: Mapping[str, Any], eps: float) -> str:
     if len(lengths) > 1:
         detail = ", ".join(f"{stem}: {len(s)}" for stem, s in strings)
         raise ValueError(f"attack records at eps {eps:g} cover different numbers of samples ({detail})")
-    return "".join("1" if all(s[i] == "1" for _, s in strings) else "0" for i in range(lengths.pop()))
+    return all_correct([s for _, s in strings])
+
+
+def all_correct(strings: Sequence[str]) -> str:
+    """The AND of equal-length ``correct`` strings: "1" only where every one has "1"."""
+    return "".join("1" if all(c == "1" for c in column) else "0" for column in zip(*strings, strict=True))
 
 
 def accuracy(correct: str) -> float:

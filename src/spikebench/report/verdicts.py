@@ -25,6 +25,7 @@ from scipy import stats as st
 
 from spikebench.analysis import stats
 from spikebench.analysis.controls import alignment_summary
+from spikebench.attacks import evidence
 from spikebench.records import (
     PART_ATTACKS,
     PART_RECURRENCE,
@@ -124,8 +125,7 @@ def worst_case(run: RunRecord, stems: Iterable[str]) -> float | None:
         recs = [r[e] for r in rows]
         strings = [r.get("correct") for r in recs]
         if all(isinstance(c, str) and c for c in strings) and len({len(c) for c in strings}) == 1:
-            both = [all(c[i] == "1" for c in strings) for i in range(len(strings[0]))]
-            vals.append(sum(both) / len(both))
+            vals.append(evidence.accuracy(evidence.all_correct(strings)))
         else:
             vals.append(min(float(r["accuracy"]) for r in recs))
     return float(np.mean(vals))
