@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from spikebench.analysis import stats
+
 #: a sanity record (a large eps) with a higher accuracy than this fails: the attack is not working
 SANITY_MAX_ACCURACY = 0.05
 #: a convergence record still improving: accuracy fell by more than this between its last two checkpoints
@@ -121,11 +123,7 @@ def masking_test(gradient_correct: str, free_correct: str, alpha: float = MASKIN
 
 
 def holm(pvalues: Iterable[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (same order as given), each at most 1."""
+    """Holm-Bonferroni adjusted p-values (same order as given), each at most 1, as a list
+    (:func:`spikebench.analysis.stats.holm`)."""
     ps = list(pvalues)
-    order = sorted(range(len(ps)), key=lambda i: ps[i])
-    adjusted, running = [0.0] * len(ps), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
-        adjusted[i] = running
-    return adjusted
+    return [float(x) for x in stats.holm(ps)] if ps else []
