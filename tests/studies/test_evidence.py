@@ -18,7 +18,7 @@ from spikebench.studies.runner import StudyError
 def test_evidence_plan_has_the_stated_seeds_parts_and_budgets():
     mode = Mode.make(False, None, evidence=True)
     plan = plan_study("all", Config(), mode)
-    assert mode.evidence and not mode.quick and mode.seeds == EVIDENCE_SEEDS == 6
+    assert mode.evidence and not mode.quick and mode.seeds == EVIDENCE_SEEDS == 10
     assert set(plan.parts) == {
         "tradeoff",
         "similarity",
@@ -29,16 +29,16 @@ def test_evidence_plan_has_the_stated_seeds_parts_and_budgets():
         "backdoor",
     }
     core = [plan.runs[k] for k in plan.parts["tradeoff"]]
-    assert len(core) == 7 * 2 * 6  # every rule, ff and rec, 6 seeds
+    assert len(core) == 7 * 2 * 10  # every rule, ff and rec, 10 seeds
     for cfg in core:
         assert (cfg.data.limit_train, cfg.data.limit_test, cfg.train.epochs) == (8000, 2000, 3)
         assert cfg.data.timesteps == 10 and cfg.train.track_every == 50
-    assert {cfg.train.seed for cfg in core} == set(range(6))
+    assert {cfg.train.seed for cfg in core} == set(range(10))
     seq = [plan.runs[k] for k in plan.parts["recurrence-sequential"]]
     assert {c.rule.name for c in seq} == {"bptt", "ottt"} and {c.data.timesteps for c in seq} == {28}
-    assert len(seq) == 2 * 2 * 6
+    assert len(seq) == 2 * 2 * 10
     matched = [plan.runs[k] for k in plan.parts["recurrence-matched"]]
-    assert {c.rule.name for c in matched} == {"bptt", "ottt", "dfa"} and len(matched) == 3 * 6
+    assert {c.rule.name for c in matched} == {"bptt", "ottt", "dfa"} and len(matched) == 3 * 10
     backdoor = [plan.runs[k] for k in plan.parts["backdoor"]]
     assert {c.train.seed for c in backdoor} == {0, 1} and len(backdoor) == 7 * 2
     attacks = [j for j in plan.jobs if isinstance(j, AttackJob)]
@@ -56,11 +56,11 @@ def test_evidence_plan_has_the_stated_seeds_parts_and_budgets():
         assert all(c3 <= per_key[k] for k in plan.parts[part])
 
 
-def test_evidence_estimate_is_about_two_hours_on_two_workers():
+def test_evidence_estimate_is_within_two_hours_on_two_workers():
     plan = plan_study("all", Config(), Mode.make(False, None, evidence=True))
     b = estimate(plan, workers=2)
     assert sum(b.counts.values()) == len(plan.all_jobs())
-    assert 1.5 * 3600 < b.wall_seconds < 2.5 * 3600
+    assert 0.75 * 3600 < b.wall_seconds < 2 * 3600
     quick = estimate(plan_study("all", Config(), Mode.make(True, None)), workers=2)
     assert quick.wall_seconds < b.wall_seconds / 4
 
@@ -90,7 +90,7 @@ def test_plan_flag_prints_counts_and_estimate_and_runs_nothing(tmp_path, capsys)
     out = tmp_path / "ev"
     assert main(["study", "all", "--evidence", "--plan", "--workers", "2", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "140 runs" in text and "974 jobs" in text and "on 2 workers" in text
+    assert "224 runs" in text and "1614 jobs" in text and "on 2 workers" in text
     assert not out.exists()
 
 

@@ -1,14 +1,16 @@
 """Estimated cost of a study plan: job counts by kind and the wall time on a given number of workers.
 
-A cost model, not a measurement. Its figures were measured on a 2-core machine running two workers:
+A cost model, not a measurement. Its figures are a least-squares fit to the 974 job times of an evidence
+study (6 seeds) on a 2-core machine running two workers (median error 34% per training job; the sums
+match by construction):
 
-- training: about 2.5 s per 1,000 images per epoch at 25 time steps (feed-forward bptt, default network,
-  with evaluation and data handling; fitted to the quick study's per-job times), plus about 5 s per run
-  of start-up; other rules and the recurrent network in proportion to their measured training
-  throughput (:data:`THROUGHPUT`); cost proportional to the time steps;
-- a measurement of the training trackers (CKA, gradient alignment, Fisher) about 0.5 s;
-- an attack job about 3 s of start-up, then about 1 ms per sample and gradient step (forward and
-  backward through the unrolled network) and 0.35 ms per sample and query of a gradient-free attack, at
+- training: about 0.3 ms per image and epoch at 25 time steps (feed-forward bptt, default network, with
+  evaluation and data handling), plus about 6.5 s per run of start-up; other rules and the recurrent
+  network in proportion to their measured training throughput (:data:`THROUGHPUT`); cost proportional
+  to the time steps;
+- a measurement of the training trackers (CKA, gradient alignment, Fisher) about 1.1 s;
+- an attack job about 1.7 s of start-up, then about 0.09 ms per sample and gradient step (forward and
+  backward through the unrolled network) and 0.076 ms per sample and query of a gradient-free attack, at
   25 time steps.
 
 The machine's other load changes every figure: read the estimate as a size, not a promise.
@@ -22,12 +24,12 @@ from dataclasses import dataclass, field
 from spikebench.config import Config
 from spikebench.studies.jobs import AttackJob, TrainJob
 
-TRAIN_SECONDS_PER_IMAGE_EPOCH = 2.5e-3
-TRAIN_START_SECONDS = 5.0
-TRACK_SECONDS = 0.5
-ATTACK_START_SECONDS = 3.0
-GRADIENT_STEP_SECONDS = 1e-3  # per sample
-QUERY_SECONDS = 3.5e-4  # per sample
+TRAIN_SECONDS_PER_IMAGE_EPOCH = 2.95e-4
+TRAIN_START_SECONDS = 6.5
+TRACK_SECONDS = 1.1
+ATTACK_START_SECONDS = 1.7
+GRADIENT_STEP_SECONDS = 8.8e-5  # per sample
+QUERY_SECONDS = 7.6e-5  # per sample
 REFERENCE_TIMESTEPS = 25
 #: training samples/s at T = 25, feed-forward and recurrent, two runs at a time on 2 cores (README's
 #: table of the full-data runs): each rule's cost relative to feed-forward bptt
