@@ -11,7 +11,6 @@ from spikebench.config import Config, ConfigError, ModelConfig
 from spikebench.data import DATASETS, ENCODERS, Encoding, check_data_config, dataset_spec
 from spikebench.dynamics import SURROGATES, LIFParams, make_surrogate
 from spikebench.nn import Network
-from spikebench.nn.conv import ConvNetwork
 from spikebench.registry import UnknownNameError
 from spikebench.rules import RULES, LearningRule
 
@@ -52,7 +51,7 @@ def lif_params(model: ModelConfig) -> LIFParams:
     )
 
 
-def build_network(model: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> Network | ConvNetwork:
+def build_network(model: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> Network:
     """The network of ``model`` for inputs of ``input_shape`` per step ([C, H, W] for ``arch: conv``)."""
     if model.arch == "conv":
         if len(input_shape) != 3:
@@ -62,7 +61,7 @@ def build_network(model: ModelConfig, input_shape: tuple[int, ...], n_classes: i
                 f"model.pool={model.pool} over {len(model.channels)} blocks shrinks "
                 f"{input_shape[1]}x{input_shape[2]} images to nothing"
             )
-        return ConvNetwork(
+        return Network.conv(
             input_shape,  # type: ignore[arg-type]
             model.channels,
             model.kernel,
@@ -76,7 +75,7 @@ def build_network(model: ModelConfig, input_shape: tuple[int, ...], n_classes: i
     n_in = 1
     for d in input_shape:
         n_in *= d
-    return Network(
+    return Network.mlp(
         n_in,
         model.hidden,
         n_classes,

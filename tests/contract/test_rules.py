@@ -31,7 +31,7 @@ def problem(n: int, seed: int, block: int = 4) -> Split:
 
 def build(name: str, recurrent: bool) -> tuple[Network, LearningRule]:
     torch.manual_seed(0)
-    net = Network(16, (24, 16), 4, recurrent=recurrent, params=LIFParams(alpha=0.8), kappa=0.8)
+    net = Network.mlp(16, (24, 16), 4, recurrent=recurrent, params=LIFParams(alpha=0.8), kappa=0.8)
     rule = RULES.get(name)(RuleConfig(name=name), net, torch.Generator().manual_seed(0))
     return net, rule
 

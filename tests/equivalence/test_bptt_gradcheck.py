@@ -18,7 +18,7 @@ from tests.equivalence.test_scan import SmoothSpike
 def test_bptt_grad_matches_finite_differences(recurrent, reset):
     torch.manual_seed(0)
     p = LIFParams(alpha=0.8, reset=reset, detach_reset=False, surrogate=SmoothSpike(3.0))
-    net = Network(5, (4, 3), 3, recurrent=recurrent, params=p, kappa=0.7).double()
+    net = Network.mlp(5, (4, 3), 3, recurrent=recurrent, params=p, kappa=0.7).double()
     x = torch.rand(2, 5, dtype=torch.float64) * 2
     labels = torch.tensor([0, 2])
     enc = Encoding(Direct(), 6)

@@ -26,7 +26,7 @@ def test_synaptic_operations_and_sparsity_equal_neurobench(encoder):
     from snntorch.import_nir import import_from_nir
 
     torch.manual_seed(0)
-    net = Network(
+    net = Network.mlp(
         20, (16, 12), 4, recurrent=False, params=LIFParams(alpha=0.9, theta=0.3, reset="zero"), kappa=0.8
     )
     with torch.no_grad():

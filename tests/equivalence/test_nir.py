@@ -8,7 +8,6 @@ import torch
 
 from spikebench.dynamics import LIFParams
 from spikebench.nn import Network
-from spikebench.nn.conv import ConvNetwork
 from spikebench.nn.nir_io import DT, NIRError, from_nir, read, to_nir, write
 
 nir = pytest.importorskip("nir")
@@ -16,7 +15,7 @@ nir = pytest.importorskip("nir")
 
 def network(recurrent: bool, dtype=torch.float64) -> Network:
     torch.manual_seed(0)
-    net = Network(
+    net = Network.mlp(
         10, (8, 6), 3, recurrent=recurrent, params=LIFParams(alpha=0.9, theta=0.2, reset="zero"), kappa=0.8
     )
     net = net.to(dtype)
@@ -74,15 +73,15 @@ def test_snntorch_runs_the_exported_graph_with_the_same_spikes():
 
 
 def test_what_nir_cannot_express_is_refused_in_one_line():
-    soft = Network(4, (3,), 2, recurrent=False, params=LIFParams(reset="soft"), kappa=0.5)
+    soft = Network.mlp(4, (3,), 2, recurrent=False, params=LIFParams(reset="soft"), kappa=0.5)
     with pytest.raises(NIRError, match="model.reset=soft .* no NIR equivalent"):
         to_nir(soft)
-    conv = ConvNetwork(
+    conv = Network.conv(
         (1, 4, 4), (2,), 3, 2, (3,), 2, recurrent=False, params=LIFParams(reset="zero"), kappa=0.5
     )
     with pytest.raises(NIRError, match="max pooling"):
         to_nir(conv)
-    no_leak = Network(4, (3,), 2, recurrent=False, params=LIFParams(alpha=1.0, reset="zero"), kappa=0.5)
+    no_leak = Network.mlp(4, (3,), 2, recurrent=False, params=LIFParams(alpha=1.0, reset="zero"), kappa=0.5)
     with pytest.raises(NIRError, match="finite NIR time constant"):
         to_nir(no_leak)
 

@@ -42,7 +42,7 @@ def run_rule(name, net, x, labels, enc, **opts):
 
 def traced_reference(name, rule, net, x_seq, labels):
     """Per-sequence gradients of a trace-based rule, by autograd inside each step, for a
-    :class:`Network` or a :class:`ConvNetwork`.
+    :class:`Network`, dense or convolutional.
 
     State from earlier steps is a constant. Every layer's current is ``value + part - part.detach()``:
     the value of ``W x[t] + b + V z[t-1]`` (``K * x[t] + b`` for a convolution block), whose gradient
@@ -277,7 +277,7 @@ def _problem(n: int, seed: int) -> Split:
 )
 def test_non_default_options_train(name, opts):
     torch.manual_seed(0)
-    net = Network(12, (20,), 4, recurrent=True, params=LIFParams(alpha=0.8), kappa=0.8)
+    net = Network.mlp(12, (20,), 4, recurrent=True, params=LIFParams(alpha=0.8), kappa=0.8)
     rule = RULES.get(name)(RuleConfig(name=name, **opts), net, torch.Generator().manual_seed(0))
     cfg = TrainConfig(epochs=10, batch_size=32, lr=5e-3, schedule="constant")
     enc = Encoding(Direct(), 6)

@@ -12,7 +12,7 @@ from spikebench.config import RuleConfig
 from spikebench.data.encoders import Direct, Encoding
 from spikebench.dynamics import LIFParams
 from spikebench.dynamics.surrogate import FastSigmoid
-from spikebench.nn.conv import ConvNetwork
+from spikebench.nn import Network
 from spikebench.rules import RULES
 from tests.equivalence.test_eprop import Ramp
 from tests.equivalence.test_online import assert_no_graph_and_no_growth, run_rule, traced_reference
@@ -24,10 +24,10 @@ CONV_ONLINE = ["ottt", "decolle", "dfa"]
 ARCHS = [((1, 6, 6), (2,), 2), ((2, 7, 7), (3, 2), 2), ((1, 5, 5), (2, 2), 1)]
 
 
-def conv_net(in_shape, channels, pool, recurrent: bool, seed: int = 2) -> ConvNetwork:
+def conv_net(in_shape, channels, pool, recurrent: bool, seed: int = 2) -> Network:
     torch.manual_seed(seed)
     p = LIFParams(alpha=0.8, theta=0.5, surrogate=FastSigmoid(2.0))
-    net = ConvNetwork(in_shape, channels, 3, pool, (5,), 3, recurrent=recurrent, params=p, kappa=0.7)
+    net = Network.conv(in_shape, channels, 3, pool, (5,), 3, recurrent=recurrent, params=p, kappa=0.7)
     net = net.double()
     with torch.no_grad():
         for layer in net.layers:

@@ -108,7 +108,7 @@ def test_snntorch_network_equals_spikebench_network():
     pytest.importorskip("snntorch")
     torch.manual_seed(0)
     p = LIFParams(alpha=ALPHA, surrogate=FastSigmoid(4.0))
-    net = Network(12, (10, 8), 4, recurrent=False, params=p, kappa=0.5).double()
+    net = Network.mlp(12, (10, 8), 4, recurrent=False, params=p, kappa=0.5).double()
     with torch.no_grad():
         for layer in net.layers:
             layer.weight.mul_(4)

@@ -122,7 +122,7 @@ def test_recurrent_layer_with_zero_weights_equals_feedforward():
 @pytest.mark.parametrize("recurrent", [False, True])
 def test_network_forward_equals_step_by_step(recurrent):
     torch.manual_seed(0)
-    net = Network(6, (5, 4), 3, recurrent=recurrent, params=LIFParams(alpha=0.7), kappa=0.6).double()
+    net = Network.mlp(6, (5, 4), 3, recurrent=recurrent, params=LIFParams(alpha=0.7), kappa=0.6).double()
     with torch.no_grad():
         for layer in net.layers:
             layer.weight.mul_(4)
@@ -142,7 +142,7 @@ def test_network_forward_equals_step_by_step(recurrent):
 def test_network_continues_from_state():
     """Running T steps at once equals two halves with the state carried over (forward values)."""
     torch.manual_seed(1)
-    net = Network(6, (5,), 3, recurrent=True, params=LIFParams(alpha=0.7), kappa=0.6).double()
+    net = Network.mlp(6, (5,), 3, recurrent=True, params=LIFParams(alpha=0.7), kappa=0.6).double()
     with torch.no_grad():
         net.layers[0].weight.mul_(4)
     x = torch.rand(8, 2, 6, dtype=torch.float64)

@@ -18,7 +18,7 @@ T = 9
 def make(recurrent: bool, seed: int = 0) -> Network:
     torch.manual_seed(seed)
     p = LIFParams(alpha=0.8, surrogate=FastSigmoid(2.0))
-    net = Network(6, (5, 4), 3, recurrent=recurrent, params=p, kappa=0.7).double()
+    net = Network.mlp(6, (5, 4), 3, recurrent=recurrent, params=p, kappa=0.7).double()
     with torch.no_grad():
         for layer in net.layers:
             layer.weight.mul_(3)

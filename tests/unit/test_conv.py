@@ -12,18 +12,18 @@ from spikebench.config import ConfigError, ModelConfig, RuleConfig
 from spikebench.data import Encoding
 from spikebench.data.encoders import Direct, Rate
 from spikebench.dynamics import LIFParams, make_surrogate
-from spikebench.nn.conv import ConvNetwork
+from spikebench.nn import Network
 from spikebench.rules import RULES
 
 
-def make_net(recurrent: bool = False, dtype=torch.float64, seed: int = 0) -> ConvNetwork:
+def make_net(recurrent: bool = False, dtype=torch.float64, seed: int = 0) -> Network:
     torch.manual_seed(seed)
     params = LIFParams(alpha=0.8, theta=0.5, surrogate=make_surrogate("fast_sigmoid", 5.0))
-    net = ConvNetwork((2, 8, 8), (4, 6), 3, 2, (12,), 3, recurrent=recurrent, params=params, kappa=0.9)
+    net = Network.conv((2, 8, 8), (4, 6), 3, 2, (12,), 3, recurrent=recurrent, params=params, kappa=0.9)
     return net.to(dtype)
 
 
-def step_loop(net: ConvNetwork, x_seq: torch.Tensor):
+def step_loop(net: Network, x_seq: torch.Tensor):
     state = net.zero_state(x_seq.shape[1], x_seq)
     spikes, ys = [], []
     for t in range(x_seq.shape[0]):
@@ -110,7 +110,7 @@ def test_every_conv_rule_lowers_the_loss_on_tiny_data(name):
 def test_build_network_for_conv_checks_the_input_shape():
     model = ModelConfig(arch="conv", channels=(4,), hidden=(8,))
     net = components.build_network(model, (1, 28, 28), 10)
-    assert isinstance(net, ConvNetwork) and net.blocks[0].out_shape == (4, 14, 14)
+    assert isinstance(net, Network) and net.blocks[0].out_shape == (4, 14, 14)
     with pytest.raises(ConfigError, match="images"):
         components.build_network(model, (28,), 10)
     with pytest.raises(ConfigError, match="to nothing"):

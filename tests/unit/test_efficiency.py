@@ -13,7 +13,6 @@ from spikebench.config import RuleConfig
 from spikebench.data.encoders import Direct, Encoding, Rate
 from spikebench.dynamics import LIFParams
 from spikebench.nn import Network
-from spikebench.nn.conv import ConvNetwork
 from spikebench.rules import RULES
 from spikebench.rules.cost import rule_cost
 from spikebench.rules.online import online_steps
@@ -56,7 +55,7 @@ def brute_force(net: Network, x_seq: torch.Tensor) -> tuple[float, float, float]
 @pytest.mark.parametrize("encoder", ["direct", "rate"])
 def test_synaptic_operations_match_a_brute_force_count(recurrent, encoder):
     torch.manual_seed(0)
-    net = Network(
+    net = Network.mlp(
         6, (5, 4), 3, recurrent=recurrent, params=LIFParams(alpha=0.8, theta=0.4), kappa=0.7
     ).double()
     with torch.no_grad():
@@ -78,7 +77,7 @@ def test_hand_count_on_a_tiny_network():
     0.25; T = 4, one sample. Neuron 0 fires at every step, neuron 1 never. The input (1.0 is binary)
     meets 2 nonzero weights at each of 4 steps: 8 ACs; the readout gets 4 spikes x 2 classes: 8 ACs;
     dense: 4 steps x (2 + 4 weights) = 24; firing rate 4 / (2 neurons x 4 steps) = 0.5."""
-    net = Network(1, (2,), 2, recurrent=False, params=LIFParams(alpha=0.0, theta=0.5), kappa=0.5).double()
+    net = Network.mlp(1, (2,), 2, recurrent=False, params=LIFParams(alpha=0.0, theta=0.5), kappa=0.5).double()
     with torch.no_grad():
         net.layers[0].weight.copy_(torch.tensor([[1.0], [0.3]]))
         net.layers[0].bias.zero_()
@@ -95,7 +94,7 @@ def test_hand_count_on_a_tiny_network():
 
 
 def test_footprint_and_connection_sparsity():
-    net = Network(4, (3,), 2, recurrent=True, params=LIFParams(), kappa=0.5)
+    net = Network.mlp(4, (3,), 2, recurrent=True, params=LIFParams(), kappa=0.5)
     with torch.no_grad():
         net.layers[0].weight[0].zero_()  # 4 zero weights of 12 + 9 + 6 = 27
     f = footprint(net)
@@ -106,7 +105,7 @@ def test_footprint_and_connection_sparsity():
 
 def test_conv_network_counts_each_spike_times_the_kernel_weights_it_meets():
     torch.manual_seed(1)
-    net = ConvNetwork(
+    net = Network.conv(
         (1, 6, 6), (2,), 3, 2, (4,), 3, recurrent=False, params=LIFParams(alpha=0.5, theta=0.2), kappa=0.5
     ).double()
     x = (torch.rand(2, 1, 6, 6, dtype=torch.float64) > 0.5).double()
@@ -123,7 +122,7 @@ def test_conv_network_counts_each_spike_times_the_kernel_weights_it_meets():
 
 
 def test_energy_per_operation_is_configurable_and_checked():
-    net = Network(2, (2,), 2, recurrent=False, params=LIFParams(), kappa=0.5)
+    net = Network.mlp(2, (2,), 2, recurrent=False, params=LIFParams(), kappa=0.5)
     x = torch.rand(2, 2)
     a = measure(net, x, Encoding(Direct(), 3), 2, OpEnergy(mac_pj=1.0, add_pj=0.0))
     s = a["synops"]
@@ -163,7 +162,7 @@ RULE_CASES = [
 
 def setup(name, opts, recurrent):
     torch.manual_seed(0)
-    net = Network(12, (7, 6), 4, recurrent=recurrent, params=LIFParams(alpha=0.8, theta=0.3), kappa=0.7)
+    net = Network.mlp(12, (7, 6), 4, recurrent=recurrent, params=LIFParams(alpha=0.8, theta=0.3), kappa=0.7)
     net = net.double()
     rule = RULES.get(name)(RuleConfig(name=name, **opts), net, torch.Generator().manual_seed(1))
     x = torch.rand(B, 12, dtype=torch.float64)

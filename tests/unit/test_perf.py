@@ -113,7 +113,7 @@ def test_measure_peak_on_cpu_reports_tracker_and_rss():
 
 
 def test_training_flops_counts_dense_products():
-    net = Network(6, (5, 4), 3, recurrent=False, params=LIFParams(), kappa=0.9)
+    net = Network.mlp(6, (5, 4), 3, recurrent=False, params=LIFParams(), kappa=0.9)
     T, B = 7, 2
     first = 2 * B * 6 * 5  # forward once (direct input) + dL/dW once, no dL/dx
     second = 2 * B * T * 5 * 4  # forward, dL/dW, dL/dx
@@ -121,8 +121,8 @@ def test_training_flops_counts_dense_products():
     leak = 2 * T * T * B * 3
     assert training_flops(net, T, B, True) == 2 * first + 3 * second + 3 * readout + 2 * leak
     assert training_flops(net, T, B, False) == 2 * first * T + 3 * second + 3 * readout + 2 * leak
-    rec = Network(6, (5,), 3, recurrent=True, params=LIFParams(), kappa=0.9)
-    ff = Network(6, (5,), 3, recurrent=False, params=LIFParams(), kappa=0.9)
+    rec = Network.mlp(6, (5,), 3, recurrent=True, params=LIFParams(), kappa=0.9)
+    ff = Network.mlp(6, (5,), 3, recurrent=False, params=LIFParams(), kappa=0.9)
     assert training_flops(rec, T, B, True) - training_flops(ff, T, B, True) == 3 * 2 * B * T * 25
 
 
@@ -224,7 +224,7 @@ def test_tiny_run_end_to_end(monkeypatch):
         mem = {r["T"]: r["peak_bytes"] for r in rows if r["rule"] == name}
         assert mem[12] <= 1.3 * mem[3], f"{name}: online memory grows with T"
     assert rec["efficiency"]["rows"][0]["flops_per_batch"] == training_flops(
-        Network(784, ModelConfig().hidden, 10, recurrent=False, params=LIFParams(), kappa=0.9), 3, 4, True
+        Network.mlp(784, ModelConfig().hidden, 10, recurrent=False, params=LIFParams(), kappa=0.9), 3, 4, True
     )
     sizes = rec["protocol"]["sizes"]
     first = sizes[0]["results"][0]

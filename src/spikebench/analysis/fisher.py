@@ -91,7 +91,7 @@ def _chunk(net: Network, x_seq: Tensor, labels: Tensor) -> dict[str, Tensor]:
     """Per prefix, the sum over the samples of the chunk of their squared gradient norms: {layer: [T]}."""
     T = x_seq.shape[0]
     with torch.enable_grad():
-        h = net.flatten(x_seq).detach()
+        h = SpikingLinear.flatten(x_seq).detach()
         currents, grams = [], []
         for layer in net.layers:
             c = layer.currents(h)

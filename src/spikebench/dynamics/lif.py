@@ -110,7 +110,8 @@ class _LIFScan(torch.autograd.Function):
         gv[t]       = psi[t] * gz_total[t] + gv[t+1] * dv[t+1]/dv[t]
         gI[t] = gv[t];   gV = sum_t gv[t]^T z[t-1]
 
-    (``V`` here is the recurrent feedback matrix: ``rec`` itself, or ``rec_feedback`` when given),
+    (``V`` here is the matrix the backward pass multiplies by: ``rec`` itself, or ``rec_backward``
+    when given),
     where soft reset gives dv[t+1]/dv[t] = alpha, dv[t+1]/dr[t] = -theta, and reset to zero gives
     dv[t+1]/dv[t] = alpha (1 - z[t]), dv[t+1]/dr[t] = -alpha v[t].
 
@@ -131,7 +132,7 @@ class _LIFScan(torch.autograd.Function):
         v0: Tensor,
         z0: Tensor,  # type: ignore[override]
         p: LIFParams,
-        rec_feedback: Tensor | None = None,
+        rec_backward: Tensor | None = None,
         low: torch.dtype | None = None,
     ):
         T = currents.shape[0]
@@ -174,13 +175,13 @@ class _LIFScan(torch.autograd.Function):
         ctx.p = p
         ctx.low = low
         ctx.has_rec = rec is not None
-        fb = rec_feedback if rec_feedback is not None else rec
-        ctx.save_for_backward(vs, zs, z0, fb if fb is not None else torch.empty(0))
+        back = rec_backward if rec_backward is not None else rec
+        ctx.save_for_backward(vs, zs, z0, back if back is not None else torch.empty(0))
         return zs, vs
 
     @staticmethod
     def backward(ctx, gz: Tensor, _gv_out: Tensor | None):  # type: ignore[override]
-        vs, zs, z0, rec_fb = ctx.saved_tensors
+        vs, zs, z0, rec_back = ctx.saved_tensors
         p: LIFParams = ctx.p
         T = vs.shape[0]
         soft = p.reset == "soft"
@@ -190,7 +191,7 @@ class _LIFScan(torch.autograd.Function):
         gI = torch.empty_like(vs) if _graph_kept() else vs
         gzt = torch.empty_like(gI[0])  # gz_total[t]
         low = ctx.low
-        fb_low = rec_fb.to(low) if low is not None and ctx.has_rec else None
+        back_low = rec_back.to(low) if low is not None and ctx.has_rec else None
         tmp = torch.empty_like(gI[0])
         for t in range(T - 1, -1, -1):
             psi = p.surrogate.derivative(vs[t] - p.theta)
@@ -201,9 +202,9 @@ class _LIFScan(torch.autograd.Function):
             gv_next = gI[t + 1]
             if ctx.has_rec or not p.detach_reset:
                 if ctx.has_rec and low is not None:
-                    torch.add(gz[t], torch.mm(gv_next.to(low), fb_low), out=gzt)
+                    torch.add(gz[t], torch.mm(gv_next.to(low), back_low), out=gzt)
                 elif ctx.has_rec:
-                    torch.addmm(gz[t], gv_next, rec_fb, out=gzt)
+                    torch.addmm(gz[t], gv_next, rec_back, out=gzt)
                 else:
                     gzt.copy_(gz[t])
                 if not p.detach_reset:
@@ -236,14 +237,14 @@ def scan(
     currents: Tensor,
     rec: Tensor | None = None,
     state: LIFState | None = None,
-    rec_feedback: Tensor | None = None,
+    rec_backward: Tensor | None = None,
 ) -> tuple[Tensor, LIFState]:
     """Fused multi-step LIF, numerically the same as :func:`scan_steps` (forward and gradients).
 
     ``currents``: [T, B, N]; ``rec``: optional [N, N]. The initial ``state`` is a constant (no gradient
-    flows into it: truncated BPTT detaches it anyway). ``rec_feedback`` [N, N], if given, replaces ``rec``
-    in the backward pass through the recurrent connections (feedback alignment); the gradient of ``rec``
-    itself is unchanged. Returns spikes [T, B, N] and the final state (detached).
+    flows into it: truncated BPTT detaches it anyway). ``rec_backward`` [N, N], if given, replaces ``rec``
+    in the backward pass where the gradient is sent back through the recurrent connections; the gradient
+    of ``rec`` itself is unchanged. Returns spikes [T, B, N] and the final state (detached).
 
     bf16 currents (products computed under bf16 autocast, :mod:`spikebench.precision`) are taken into
     float32: potentials, spikes and gradients are float32, and the recurrent products of both passes
@@ -256,6 +257,6 @@ def scan(
         currents = currents[:1].float().expand(currents.shape) if constant else currents.float()
     if state is None:
         state = zero_state(currents.shape[1], currents.shape[2], device=currents.device, dtype=currents.dtype)
-    zs, vs = _LIFScan.apply(currents, rec, state.v.detach(), state.z.detach(), p, rec_feedback, low)
+    zs, vs = _LIFScan.apply(currents, rec, state.v.detach(), state.z.detach(), p, rec_backward, low)
     # A copy, not a view: the backward pass may reuse the potentials' buffer for the gradient.
     return zs, LIFState(vs[-1].detach().clone(), zs[-1].detach())

@@ -1,119 +1,65 @@
-"""Thin modules over the dynamics core: spiking layers, a leaky readout, and the network.
+"""The network: spiking layers in order and a leaky readout; the dense spiking layer.
 
 Modules own parameters and call :mod:`spikebench.dynamics`; they hold no state between calls. Time
-is the first axis everywhere: inputs [T, B, ...], spikes [T, B, N], readout [T, B, C].
+is the first axis everywhere: inputs [T, B, ...], spikes [T, B, N], readout [T, B, C]. Every layer
+follows the layer protocol of :mod:`spikebench.nn.layers`; :class:`Network` knows nothing of the
+kinds of its layers.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from spikebench.dynamics import lif
 from spikebench.dynamics.lif import LIFParams, LIFState
+from spikebench.nn.conv import SpikingConv
+from spikebench.nn.layers import (
+    SpikingLayer,
+    add_grad,
+    add_outer,
+    conv2d,
+    dense_counts,
+    is_time_constant,
+    linear,
+)
 from spikebench.precision import as_state, full_precision
 
-
-class _FeedbackLinear(torch.autograd.Function):
-    """``x W^T + b`` whose backward pass to ``x`` uses ``feedback`` in place of ``W`` (weight grads exact)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor):  # type: ignore[override]
-        ctx.save_for_backward(x, feedback)
-        ctx.has_bias = bias is not None
-        return nn.functional.linear(x, weight, bias)
-
-    @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
-        x, feedback = ctx.saved_tensors
-        g2 = g.reshape(-1, g.shape[-1])
-        gw = g2.T @ x.reshape(-1, x.shape[-1])
-        gb = g2.sum(0) if ctx.has_bias else None
-        # not needed for the first layer in training: skip the product
-        gx = g @ feedback if ctx.needs_input_grad[0] else None
-        return gx, gw, gb, None
+__all__ = [
+    "NetState",
+    "NetStep",
+    "Network",
+    "Readout",
+    "Rollout",
+    "SpikingLinear",
+    "conv2d",
+    "is_time_constant",
+    "leak_kernel",
+    "linear",
+]
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor | None = None) -> Tensor:
-    """``x W^T + b``; with ``feedback`` (shape of ``W``), the gradient sent back to ``x`` is ``g B``
-    instead of ``g W`` -- feedback alignment (Lillicrap et al. 2016). Weight gradients are unchanged."""
-    if feedback is None:
-        return nn.functional.linear(x, weight, bias)
-    return _FeedbackLinear.apply(x, weight, bias, feedback)
-
-
-Padding = int | tuple[int, ...]  # as conv2d takes it (an nn.Conv2d's .padding)
-
-
-class _FeedbackConv2d(torch.autograd.Function):
-    """``conv2d(x, W, b)`` (stride 1, zero ``padding``) whose backward pass to ``x`` is the transposed
-    convolution with ``feedback`` in place of ``W`` (weight and bias grads exact): the convolutional
-    counterpart of :class:`_FeedbackLinear`."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor, padding: Padding):  # type: ignore[override]
-        ctx.save_for_backward(x, feedback)
-        ctx.weight_shape, ctx.padding, ctx.has_bias = weight.shape, padding, bias is not None
-        return nn.functional.conv2d(x, weight, bias, padding=padding)
-
-    @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
-        x, feedback = ctx.saved_tensors
-        # a bf16 forward product (autocast) hands back a bf16 gradient: the products in its precision
-        x, feedback = x.to(g.dtype), feedback.to(g.dtype)
-        gx = gw = gb = None
-        if ctx.needs_input_grad[0]:  # not needed for the first layer in training: skip the transposed conv
-            gx = torch.nn.grad.conv2d_input(x.shape, feedback, g, padding=ctx.padding)
-        if ctx.needs_input_grad[1]:
-            gw = torch.nn.grad.conv2d_weight(x, ctx.weight_shape, g, padding=ctx.padding)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = g.sum((0, 2, 3))
-        return gx, gw, gb, None, None
-
-
-def conv2d(
-    x: Tensor, weight: Tensor, bias: Tensor | None, padding: Padding, feedback: Tensor | None = None
-) -> Tensor:
-    """``conv2d(x, W, b)`` with stride 1 and zero ``padding`` (``x`` [B, C, H, W]); with ``feedback`` (a
-    kernel of the shape of ``W``), the gradient sent back to ``x`` is the transposed convolution of the
-    output gradient with ``B`` instead of ``W`` -- feedback alignment for convolutions, as :func:`linear`.
-    Weight and bias gradients are unchanged."""
-    if feedback is None:
-        return nn.functional.conv2d(x, weight, bias, padding=padding)
-    return _FeedbackConv2d.apply(x, weight, bias, feedback, padding)
-
-
-@dataclass
-class LayerFeedback:
-    """Fixed matrices used in place of a layer's forward weights in the backward pass (shapes of
-    ``weight`` and ``rec``; ``rec`` None for feed-forward layers). For a convolution block
-    (:class:`~spikebench.nn.conv.SpikingConv`) ``weight`` is a kernel of the shape of ``conv.weight``
-    and ``rec`` is None."""
-
-    weight: Tensor
-    rec: Tensor | None = None
-
-
-def is_time_constant(x_seq: Tensor) -> bool:
-    """True when ``x_seq`` [T, ...] is one frame broadcast over time (``x.expand(T, ...)``)."""
-    return x_seq.shape[0] == 1 or x_seq.stride(0) == 0
-
-
-class SpikingLinear(nn.Module):
+class SpikingLinear(SpikingLayer):
     """A LIF layer fed by a dense projection ``W x[t] + b`` and, if ``recurrent``, by ``V z[t-1]``.
 
-    ``weight`` (W) is [N, D], ``bias`` [N], ``rec`` (V) [N, N] or None.
+    ``weight`` (W) is [N, D], ``bias`` [N], ``rec`` (V) [N, N] or None. Inputs are flattened:
+    [T, B, ...] -> [T, B, D].
     """
+
+    kind = "dense"
 
     def __init__(self, n_in: int, n_out: int, recurrent: bool, params: LIFParams) -> None:
         super().__init__()
         self.n_in, self.n_out, self.params = n_in, n_out, params
+        self.in_shape, self.out_shape, self.n_neurons = (n_in,), (n_out,), n_out
         self.weight = nn.Parameter(torch.empty(n_out, n_in))
         self.bias = nn.Parameter(torch.empty(n_out))
         self.rec = nn.Parameter(torch.empty(n_out, n_out)) if recurrent else None
+        self.register_buffer("backward_rec", None, persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -130,43 +76,51 @@ class SpikingLinear(nn.Module):
     def recurrent(self) -> bool:
         return self.rec is not None
 
-    def currents(self, x_seq: Tensor, feedback: Tensor | None = None) -> Tensor:
-        """Feed-forward currents for all steps, [T, B, D] -> [T, B, N], as one matrix product.
+    def backward_slots(self) -> dict[str, Tensor]:
+        slots = super().backward_slots()
+        if self.rec is not None:
+            slots["backward_rec"] = self.rec
+        return slots
 
-        When the input is the same at every step (``direct`` encoding), it is computed once.
-        ``feedback``: see :func:`linear`.
-        """
-        if is_time_constant(x_seq):
-            once = linear(x_seq[0], self.weight, self.bias, feedback)
-            return once.unsqueeze(0).expand(x_seq.shape[0], *once.shape)
-        return linear(x_seq, self.weight, self.bias, feedback)
+    @staticmethod
+    def flatten(x_seq: Tensor) -> Tensor:
+        """[T, B, ...] -> [T, B, D] (a view; keeps a broadcast time axis broadcast)."""
+        return x_seq.reshape(x_seq.shape[0], x_seq.shape[1], -1) if x_seq.dim() != 3 else x_seq
 
-    def forward(
-        self, x_seq: Tensor, state: LIFState | None = None, feedback: LayerFeedback | None = None
-    ) -> tuple[Tensor, LIFState]:
-        """All T steps: spikes [T, B, N] and the final state. ``feedback``: fixed matrices used in place
-        of ``weight`` and ``rec`` in the backward pass (feedback alignment)."""
-        if feedback is None:
-            return lif.scan(self.params, self.currents(x_seq), self.rec, state)
-        return lif.scan(self.params, self.currents(x_seq, feedback.weight), self.rec, state, feedback.rec)
+    def product(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias, self.backward_weight)
+
+    def forward(self, x_seq: Tensor, state: LIFState | None = None) -> tuple[Tensor, Tensor, LIFState]:
+        """All T steps: spikes [T, B, N] (also the output) and the final state."""
+        return super().forward(self.flatten(x_seq), state)
+
+    def output(self, z: Tensor) -> Tensor:
+        return z
 
     def current(self, x: Tensor) -> Tensor:
         """Feed-forward current ``W x + b`` of one step's input ``x`` [B, D] -> [B, N]."""
         return nn.functional.linear(x, self.weight, self.bias)
 
-    def step(self, x: Tensor, state: LIFState, current: Tensor | None = None) -> tuple[Tensor, LIFState]:
-        """One step: ``x`` [B, D] -> spikes [B, N] and the new state (autograd as the caller allows).
+    def step_output(self, z: Tensor) -> tuple[Tensor, None]:
+        return z, None
 
-        ``current``: the feed-forward current ``W x + b`` [B, N] if the caller already has it
-        (:meth:`current`; e.g. computed once for an input that is the same at every step); ``x`` is
-        then not used. It is not modified."""
-        c = self.current(x) if current is None else current
-        if self.rec is not None:
-            c = c + state.z @ self.rec.T
-        return lif.step(self.params, state, c)
+    def as_input(self, h: Tensor) -> Tensor:
+        return h.reshape(h.shape[0], -1)
 
-    def zero_state(self, batch: int, like: Tensor) -> LIFState:
-        return lif.zero_state(batch, self.n_out, device=like.device, dtype=like.dtype)
+    def vjp_input(self, delta: Tensor) -> Tensor:
+        return delta @ self._backward_or_weight()
+
+    def add_weight_grad(self, delta: Tensor, x_hat: Tensor) -> None:
+        add_outer(self.weight, delta, x_hat)
+
+    def add_bias_grad(self, delta: Tensor, a: float) -> None:
+        add_grad(self.bias, delta.sum(0).mul_(a))
+
+    def vjp_output(self, g: Tensor, ctx: None) -> Tensor:
+        return g
+
+    def synaptic_counts(self, x: Tensor) -> tuple[float, float]:
+        return dense_counts(self.weight, x.reshape(*x.shape[:2], -1))
 
 
 def leak_kernel(T: int, kappa: float, *, device=None, dtype=torch.float32) -> Tensor:
@@ -181,18 +135,24 @@ def leak_kernel(T: int, kappa: float, *, device=None, dtype=torch.float32) -> Te
 
 
 class Readout(nn.Module):
-    """Non-spiking leaky integrator ``y[t] = kappa * y[t-1] + W_out z[t] + b_out``; ``y`` is [B, C]."""
+    """Non-spiking leaky integrator ``y[t] = kappa * y[t-1] + W_out z[t] + b_out``; ``y`` is [B, C].
+
+    ``backward_weight``: as a spiking layer's (:mod:`spikebench.nn.layers`), for ``W_out``."""
 
     def __init__(self, n_in: int, n_classes: int, kappa: float) -> None:
         super().__init__()
         self.kappa = kappa
         self.linear = nn.Linear(n_in, n_classes)
+        self.register_buffer("backward_weight", None, persistent=False)
 
-    def forward(self, z_seq: Tensor, y0: Tensor | None = None, feedback: Tensor | None = None) -> Tensor:
-        """[T, B, N] spikes -> [T, B, C] readout, for all steps at once (``feedback``: see :func:`linear`)."""
+    def backward_slots(self) -> dict[str, Tensor]:
+        return {"backward_weight": self.linear.weight}
+
+    def forward(self, z_seq: Tensor, y0: Tensor | None = None) -> Tensor:
+        """[T, B, N] spikes -> [T, B, C] readout, for all steps at once."""
         T = z_seq.shape[0]
         # the projection may be a bf16 product; the integration is the readout's state: float32
-        u = as_state(linear(z_seq, self.linear.weight, self.linear.bias, feedback))
+        u = as_state(linear(z_seq, self.linear.weight, self.linear.bias, self.backward_weight))
         k = leak_kernel(T, self.kappa, device=u.device, dtype=u.dtype)
         with full_precision(u.device.type):
             y = torch.einsum("ts,sbc->tbc", k, u)
@@ -204,16 +164,6 @@ class Readout(nn.Module):
     def step(self, z: Tensor, y: Tensor) -> Tensor:
         """One step: spikes [B, N], previous readout [B, C] -> new readout [B, C]."""
         return self.kappa * y + self.linear(z)
-
-
-@dataclass
-class NetworkFeedback:
-    """Feedback matrices for every hidden layer (``net.layers`` order: a
-    :class:`~spikebench.nn.conv.ConvNetwork`'s blocks, then its dense layers) and for the readout
-    ([C, N_L], the readout's shape)."""
-
-    layers: list[LayerFeedback]
-    readout: Tensor
 
 
 @dataclass
@@ -245,11 +195,46 @@ class Rollout:
         return self.readout.mean(0)
 
 
-class Network(nn.Module):
-    """Feed-forward stack of LIF layers (each optionally recurrent) and a leaky readout."""
+@dataclass
+class NetStep:
+    """What one step of :meth:`Network.advance` produced, per hidden layer and for the readout.
 
-    def __init__(
-        self,
+    ``spikes[l]``: [B, N_l]; ``outputs[l]``: what layer l passes on, flattened [B, D_l] (its spikes, or
+    a convolution's max-pooled spikes); ``pool[l]``: what the layer's :meth:`vjp_output
+    <spikebench.nn.layers.SpikingLayer.vjp_output>` needs (max pooling's argmax indices; None for
+    layers without pooling); ``y``: the readout [B, C]; ``state``: the new state.
+    """
+
+    spikes: list[Tensor]
+    outputs: list[Tensor]
+    pool: list[Tensor | None]
+    y: Tensor
+    state: NetState
+
+
+class Network(nn.Module):
+    """Spiking layers in order (each following :mod:`spikebench.nn.layers`' protocol) and a leaky readout.
+
+    ``stages``: the layers in order, in named groups; a group's name is its parameters' prefix
+    (``layers.0.weight`` in a dense network built by :meth:`mlp`; ``blocks.0.conv.weight`` and
+    ``dense.0.weight`` in a convolutional one built by :meth:`conv`) -- the names of checkpoints and of
+    rule state keyed by parameter. :attr:`layers` lists every layer, group after group.
+    """
+
+    def __init__(self, stages: Mapping[str, Sequence[SpikingLayer]], readout: Readout) -> None:
+        super().__init__()
+        self.stages = tuple(stages)
+        for name, group in stages.items():
+            # registered directly: a group may be called "layers", as the property below
+            self._modules[name] = nn.ModuleList(group)
+        self.readout = readout
+        self.n_classes = readout.linear.out_features
+        if not self.layers:
+            raise ValueError("a network needs at least one spiking layer")
+
+    @classmethod
+    def mlp(
+        cls,
         n_in: int,
         hidden: tuple[int, ...],
         n_classes: int,
@@ -257,63 +242,121 @@ class Network(nn.Module):
         recurrent: bool,
         params: LIFParams,
         kappa: float,
-    ) -> None:
-        super().__init__()
+    ) -> Network:
+        """Dense LIF layers (each optionally recurrent) on inputs flattened to ``n_in``, and the readout."""
         sizes = (n_in, *hidden)
-        self.layers = nn.ModuleList(
-            SpikingLinear(a, b, recurrent, params) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
-        )
-        self.readout = Readout(hidden[-1], n_classes, kappa)
-        self.n_in, self.n_classes = n_in, n_classes
+        layers = [SpikingLinear(a, b, recurrent, params) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+        return cls({"layers": layers}, Readout(hidden[-1], n_classes, kappa))
 
-    def flatten(self, x_seq: Tensor) -> Tensor:
-        """[T, B, ...] -> [T, B, D] (a view; keeps a broadcast time axis broadcast)."""
-        return x_seq.reshape(x_seq.shape[0], x_seq.shape[1], -1) if x_seq.dim() != 3 else x_seq
+    @classmethod
+    def conv(
+        cls,
+        in_shape: tuple[int, int, int],
+        channels: tuple[int, ...],
+        kernel: int,
+        pool: int,
+        hidden: tuple[int, ...],
+        n_classes: int,
+        *,
+        recurrent: bool,
+        params: LIFParams,
+        kappa: float,
+    ) -> Network:
+        """LIF convolution blocks (:class:`~spikebench.nn.conv.SpikingConv`) on inputs [C, H, W] per
+        step, then dense LIF layers (each optionally recurrent) on the last block's flattened output,
+        and the readout. ``Rollout.spikes`` holds for block l its neurons' spikes
+        [T, B, C_l * H_l * W_l] (channel-major, before pooling)."""
+        blocks, shape = [], in_shape
+        for c in channels:
+            block = SpikingConv(shape, c, kernel, pool, params)
+            blocks.append(block)
+            shape = block.out_shape
+        sizes = (math.prod(shape), *hidden)
+        dense = [SpikingLinear(a, b, recurrent, params) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+        return cls({"blocks": blocks, "dense": dense}, Readout(sizes[-1], n_classes, kappa))
+
+    @property
+    def layers(self) -> list[SpikingLayer]:
+        """Every spiking layer, in order."""
+        return [layer for name in self.stages for layer in self._modules[name]]  # type: ignore[union-attr]
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        """The input of one step: [D] (a dense first layer flattens what it gets) or [C, H, W]."""
+        return self.layers[0].in_shape
+
+    @property
+    def n_in(self) -> int:
+        return math.prod(self.in_shape)
 
     def zero_state(self, batch: int, like: Tensor) -> NetState:
         y = torch.zeros(batch, self.n_classes, device=like.device, dtype=like.dtype)
         return NetState([layer.zero_state(batch, like) for layer in self.layers], y)
 
-    def forward(
-        self, x_seq: Tensor, state: NetState | None = None, feedback: NetworkFeedback | None = None
-    ) -> Rollout:
+    def forward(self, x_seq: Tensor, state: NetState | None = None) -> Rollout:
         """Run all T steps: ``x_seq`` [T, B, ...] -> :class:`Rollout`.
 
-        ``state``: continue from it (constant: no gradient flows into it). ``feedback``: fixed matrices
-        that replace the forward weights in the backward pass (feedback alignment).
-        """
-        h = self.flatten(x_seq)
-        spikes, finals = [], []
+        ``state``: continue from it (constant: no gradient flows into it)."""
+        h, spikes, finals = x_seq, [], []
         for i, layer in enumerate(self.layers):
-            fb = None if feedback is None else feedback.layers[i]
-            h, s = layer(h, None if state is None else state.layers[i], fb)
-            spikes.append(h)
+            z, h, s = layer(h, None if state is None else state.layers[i])
+            spikes.append(z)
             finals.append(s)
-        readout_fb = None if feedback is None else feedback.readout
-        y = self.readout(h, None if state is None else state.y, readout_fb)
+        h = h.reshape(h.shape[0], h.shape[1], -1)
+        y = self.readout(h, None if state is None else state.y)
         return Rollout(spikes, y, NetState(finals, y[-1].detach()))
+
+    def advance(self, x: Tensor, state: NetState, first_current: Tensor | None = None) -> NetStep:
+        """One step for online rules: ``x`` [B, ...] -> :class:`NetStep`.
+
+        ``first_current``: the first layer's feed-forward current [B, N_1], if the caller already has
+        it (``layers[0].current(x)``): online rules compute it once per sequence while the input stays
+        the same (:func:`spikebench.rules.online.online_steps`)."""
+        h, spikes, outputs, pool, states = x, [], [], [], []
+        for i, (layer, s) in enumerate(zip(self.layers, state.layers, strict=True)):
+            z, s = layer.step(layer.as_input(h), s, first_current if i == 0 else None)
+            h, ctx = layer.step_output(z)
+            spikes.append(z)
+            outputs.append(h)
+            pool.append(ctx)
+            states.append(s)
+        y = self.readout.step(h, state.y)
+        return NetStep(spikes, outputs, pool, y, NetState(states, y))
 
     def step(
         self, x: Tensor, state: NetState, first_current: Tensor | None = None
     ) -> tuple[list[Tensor], Tensor, NetState]:
-        """One step for online rules: ``x`` [B, ...] -> (spikes per layer, readout [B, C], state).
+        """:meth:`advance`, as (spikes per layer, readout [B, C], state)."""
+        out = self.advance(x, state, first_current)
+        return out.spikes, out.y, out.state
 
-        ``first_current``: the first layer's feed-forward current ``W_1 x + b_1`` [B, N_1], if the caller
-        already has it (``layers[0].current(x)``): online rules compute it once per sequence while the
-        input stays the same (:func:`spikebench.rules.online.online_steps`)."""
-        h = x.reshape(x.shape[0], -1)
-        spikes, states = [], []
-        for i, (layer, s) in enumerate(zip(self.layers, state.layers, strict=True)):
-            h, s = layer.step(h, s, first_current if i == 0 else None)
-            spikes.append(h)
-            states.append(s)
-        y = self.readout.step(h, state.y)
-        return spikes, y, NetState(states, y)
-
-    def step_outputs(
-        self, x: Tensor, state: NetState, first_current: Tensor | None = None
-    ) -> tuple[list[Tensor], list[Tensor], list[Tensor | None], Tensor, NetState]:
-        """:meth:`step` in the form of :meth:`spikebench.nn.conv.ConvNetwork.step_outputs`: (spikes,
-        outputs -- the spikes again --, pooling indices -- None for every layer --, readout, state)."""
-        spikes, y, new = self.step(x, state, first_current)
-        return spikes, spikes, [None] * len(spikes), y, new
+    @contextmanager
+    def backward_weights(self, weights: Mapping[str, Tensor]) -> Iterator[None]:
+        """Within the block, every weight matrix or kernel named in ``weights`` (by parameter name, e.g.
+        ``layers.0.weight``, ``layers.0.rec``, ``readout.linear.weight``) sends gradients back to its
+        input through the tensor given for it in place of itself (the layers' backward weights,
+        :mod:`spikebench.nn.layers`), in autograd and in the layers' :meth:`vjp_input
+        <spikebench.nn.layers.SpikingLayer.vjp_input>`. The tensors are read when a forward pass uses
+        them: a graph built within the block keeps them."""
+        names = {id(p): n for n, p in self.named_parameters()}
+        slots = [
+            (module, slot, names[id(p)], p)
+            for module in (*self.layers, self.readout)
+            for slot, p in module.backward_slots().items()
+        ]
+        known = {name: p for _, _, name, p in slots}
+        for name, w in weights.items():
+            if name not in known:
+                raise ValueError(f"{name!r} is not a weight that can take backward weights: {sorted(known)}")
+            if w.shape != known[name].shape:
+                raise ValueError(
+                    f"backward weights for {name!r} have shape {tuple(w.shape)}, not {tuple(known[name].shape)}"
+                )
+        before = [getattr(module, slot) for module, slot, _, _ in slots]
+        for module, slot, name, _ in slots:
+            setattr(module, slot, weights.get(name))
+        try:
+            yield
+        finally:
+            for (module, slot, _, _), old in zip(slots, before, strict=True):
+                setattr(module, slot, old)

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from spikebench.dynamics.lif import LIFParams
-from spikebench.nn.network import Network
+from spikebench.nn.network import Network, SpikingLinear
 from spikebench.registry import SpikebenchError
 
 DT = 1e-4
@@ -65,7 +65,7 @@ def _tau(decay: float, dt: float, what: str) -> float:
 
 def export_check(net: Network) -> None:
     """Raise :class:`NIRError` if ``net`` cannot be exported exactly (the one-line reason)."""
-    if not isinstance(net, Network):
+    if any(type(layer) is not SpikingLinear for layer in net.layers):
         raise NIRError("NIR export supports dense networks (model.arch: mlp): max pooling has no NIR node")
     for layer in net.layers:
         if layer.params.reset != "zero":
@@ -227,7 +227,7 @@ def from_nir(graph: Any, dt: float | None = None) -> Network:
         raise NIRError("either every LIF layer is recurrent or none is (one flag per spikebench network)")
     params = LIFParams(alpha=layers[0]["alpha"], theta=layers[0]["theta"], reset="zero")
     hidden = tuple(lay["w"].shape[0] for lay in layers)
-    net = Network(
+    net = Network.mlp(
         layers[0]["w"].shape[1],
         hidden,
         readout[0].shape[0],

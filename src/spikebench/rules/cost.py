@@ -32,7 +32,6 @@ from typing import Any
 
 from torch import nn
 
-from spikebench.nn.conv import SpikingConv
 from spikebench.registry import Registry
 from spikebench.rules.base import LearningRule
 
@@ -66,13 +65,10 @@ def shapes(net: nn.Module) -> list[Shape]:
     """:class:`Shape` of every hidden layer of a dense or convolutional network."""
     out = []
     for layer in net.layers:
-        if isinstance(layer, SpikingConv):
-            w = layer.conv.weight
-            syn = layer.n_neurons * w[0].numel()
-            out.append(Shape(layer.n_neurons, syn, 0, math.prod(layer.in_shape), math.prod(layer.out_shape)))
-        else:
-            rec = 0 if layer.rec is None else layer.rec.numel()
-            out.append(Shape(layer.n_out, layer.weight.numel(), rec, layer.n_in, layer.n_out))
+        # a neuron's synapses: one per weight of a dense row, one per kernel weight of a convolution
+        synapses = layer.n_neurons * layer.weight[0].numel()
+        rec = 0 if layer.rec is None else layer.rec.numel()
+        out.append(Shape(layer.n_neurons, synapses, rec, math.prod(layer.in_shape), layer.n_outputs))
     return out
 
 

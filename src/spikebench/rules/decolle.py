@@ -10,7 +10,7 @@ from torch import Tensor
 from spikebench.config import RuleConfig
 from spikebench.nn.network import Network
 from spikebench.rules.base import RULES, Locality, Memory, Spatial, Temporal, choose
-from spikebench.rules.online import StepView, TracedRule, n_outputs, random_matrix, spike_grad, step_error
+from spikebench.rules.online import StepView, TracedRule, random_matrix, step_error
 
 LOCAL_LOSSES = ("mse", "ce")
 
@@ -45,7 +45,7 @@ class DECOLLE(TracedRule):
     as in the paper, where each layer's readout sits after its pooling: the local loss judges what the
     layer passes on, and ``G_l`` is ``pool^2`` times smaller than on the neurons. The gradient of the
     local loss of ``G_l p_l[t]`` reaches the block's neurons through the pooling (each
-    window's gradient to its argmax at t, :func:`~spikebench.rules.online.spike_grad`); the
+    window's gradient to its argmax at t, the block's ``vjp_output``); the
     weight update is then that of :class:`~spikebench.rules.online.TracedRule` (a correlation with the
     trace of the input maps). (Readouts on the neurons before pooling trained no better in a short
     Fashion-MNIST check.)
@@ -72,7 +72,7 @@ class DECOLLE(TracedRule):
         self.local_loss = choose(cfg.local_loss, LOCAL_LOSSES, "mse", "rule.local_loss", self.name)
         like = net.readout.linear.weight
         self.fixed = {
-            f"readout.{i}": random_matrix(gen, net.n_classes, n_outputs(layer), n_outputs(layer), like)
+            f"readout.{i}": random_matrix(gen, net.n_classes, layer.n_outputs, layer.n_outputs, like)
             for i, layer in enumerate(net.layers)
         }
 
@@ -91,5 +91,5 @@ class DECOLLE(TracedRule):
         out = []
         for i, (layer, o) in enumerate(zip(net.layers, view.outputs, strict=True)):
             g = self.fixed[f"readout.{i}"]
-            out.append(spike_grad(layer, self.local_error(o @ g.T, view.onehot, view.T) @ g, view.pool[i]))
+            out.append(layer.vjp_output(self.local_error(o @ g.T, view.onehot, view.T) @ g, view.pool[i]))
         return out

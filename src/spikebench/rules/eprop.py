@@ -209,7 +209,7 @@ class EProp(OnlineRule):
         for i in range(n - 1, -1, -1):
             out[i] = signal
             if i > 0:
-                signal = signal @ net.layers[i].weight
+                signal = net.layers[i].vjp_input(signal)
         return out
 
     def begin(self, net: Network) -> None:

@@ -35,8 +35,7 @@ from torch import Tensor
 
 from spikebench.config import RuleConfig
 from spikebench.data.encoders import Encoding
-from spikebench.nn.conv import SpikingConv
-from spikebench.nn.network import LayerFeedback, Network, NetworkFeedback
+from spikebench.nn.network import Network
 from spikebench.rules.base import (
     RULES,
     Apply,
@@ -93,27 +92,19 @@ class FeedbackAlignment(LearningRule):
         super().check_config(cfg)
         choose(cfg.feedback, FEEDBACKS, "random", "rule.feedback", cls.name)
 
-    def feedback(self, net: Network) -> NetworkFeedback:
-        """The matrices (and kernels, for convolution blocks) the backward pass uses: the forward
+    def backward_weights(self, net: Network) -> dict[str, Tensor]:
+        """The matrices (and kernels, for convolution blocks) the backward pass uses, by the name of the
+        weight each replaces (:meth:`~spikebench.nn.network.Network.backward_weights`): the forward
         weights themselves when symmetric."""
         if self.mode == "symmetric":
-            mats = {n: p.detach() for n, p in net.named_parameters() if p.dim() >= 2}
-        else:
-            mats = self.matrices
-        prefix = {id(m): n for n, m in net.named_modules()}
-        layers = []
-        for layer in net.layers:
-            name = prefix[id(layer)]
-            if isinstance(layer, SpikingConv):
-                layers.append(LayerFeedback(mats[f"{name}.conv.weight"]))
-            else:
-                layers.append(LayerFeedback(mats[f"{name}.weight"], mats.get(f"{name}.rec")))
-        return NetworkFeedback(layers, mats["readout.linear.weight"])
+            return {n: p.detach() for n, p in net.named_parameters() if p.dim() >= 2}
+        return self.matrices
 
     def train_batch(
         self, net: Network, x: Tensor, labels: Tensor, enc: Encoding, apply: Apply
     ) -> BatchResult:
-        rollout = net(enc.sequence(x), feedback=self.feedback(net))
+        with net.backward_weights(self.backward_weights(net)):
+            rollout = net(enc.sequence(x))
         loss = sequence_loss(rollout.readout, labels)
         loss.backward()
         apply()
@@ -125,7 +116,9 @@ class FeedbackAlignment(LearningRule):
         convolution block first, the transposed convolution of ``delta_1`` with its kernel ``B_1``).
         ``x_seq`` [T, B, ...]: [T, B, D] or [T, B, C, H, W] for ``arch: conv``."""
         x_seq = x_seq.detach().requires_grad_(True)
-        loss = sequence_loss(net(x_seq, feedback=self.feedback(net)).readout, labels)
+        with net.backward_weights(self.backward_weights(net)):
+            rollout = net(x_seq)
+        loss = sequence_loss(rollout.readout, labels)
         return torch.autograd.grad(loss, x_seq)[0]
 
     def state_dict(self) -> dict[str, Tensor]:

@@ -24,16 +24,16 @@ computes the first layer's feed-forward current once per sequence, and :class:`T
 (:class:`ConstantInput`); e-prop's :class:`~spikebench.rules.eprop.Eligibility` factorises it itself.
 The results are those of the step-by-step computation up to float rounding.
 
-Convolutional networks (:class:`~spikebench.nn.conv.ConvNetwork`, ``model.arch: conv``; ``ottt``,
-``decolle`` and ``dfa``): a convolution block's neurons are its ``C_l * H * W`` LIF units before pooling,
-so ``L_l[t]``, ``psi_l[t]`` and ``delta_l[t]`` are [B, C_l*H*W] (channel-major); its input (and input
-trace) is a stack of feature maps [B, C, H, W]: the image, or the previous block's max-pooled spikes. The
-few places that depend on the layer type are the helpers below: :func:`add_synapse_grads` (the weight
-gradient ``sum_b delta^T x_hat`` of a dense layer is ``torch.nn.grad.conv2d_weight(x_hat, delta)`` for a
-block, its bias gradient ``delta`` summed over batch *and space*), :func:`input_grad` (``delta W`` becomes
-the transposed convolution ``conv2d_input``) and :func:`spike_grad` (a gradient w.r.t. a block's pooled
-output reaches its spikes through max pooling: to the argmax of each window, by ``max_unpool2d`` with the
-indices the forward pass's pooling returns). All are plain tensor operations: no autograd anywhere.
+Convolutional networks (``model.arch: conv``; ``ottt``, ``decolle`` and ``dfa``): a convolution
+block's neurons are its ``C_l * H * W`` LIF units before pooling, so ``L_l[t]``, ``psi_l[t]`` and
+``delta_l[t]`` are [B, C_l*H*W] (channel-major); its input (and input trace) is a stack of feature maps
+[B, C, H, W]: the image, or the previous block's max-pooled spikes. What depends on the kind of layer
+the layer computes itself (:mod:`spikebench.nn.layers`): the weight gradient ``sum_b delta^T x_hat``
+(``add_weight_grad``; for a block ``conv2d_weight(x_hat, delta)``, its bias gradient ``delta`` summed
+over batch *and space*), the input gradient ``delta W`` (``vjp_input``; for a block the transposed
+convolution) and the gradient of the spikes given that of the output (``vjp_output``; through a block's
+max pooling, to the argmax of each window, with the indices the forward pass's pooling returns). All
+are plain tensor operations: no autograd anywhere.
 """
 
 from __future__ import annotations
@@ -46,13 +46,13 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from spikebench.config import RuleConfig
 from spikebench.data.encoders import Encoding
-from spikebench.nn.conv import SpikingConv
-from spikebench.nn.network import Network, Readout, is_time_constant
-from spikebench.precision import add_mm_, as_state
+from spikebench.nn.layers import SpikingLayer, add_grad, add_outer, is_time_constant
+from spikebench.nn.network import Network, Readout
+from spikebench.precision import as_state
 from spikebench.rules.base import Apply, BatchResult, LearningRule, choose
 
 UPDATES = ("step", "sequence")
@@ -62,8 +62,9 @@ UPDATES = ("step", "sequence")
 class StepView:
     """What one step ``t`` of the forward pass produced (all [B, .] and without autograd history).
 
-    ``inputs[l]``: presynaptic input of hidden layer l at t (the flattened encoded input ``x[t]`` for
-    l = 0, the output of layer l-1 above; a convolution block's input is feature maps [B, C, H, W]);
+    ``inputs[l]``: presynaptic input of hidden layer l at t, shaped as the layer takes it
+    (``layer.as_input``: the flattened encoded input ``x[t]`` for l = 0 and the output of layer l-1
+    above for a dense layer, feature maps [B, C, H, W] for a convolution block);
     ``prev[l]``: ``z_l[t-1]``, the input of the recurrent weights; ``spikes[l]``: ``z_l[t]`` [B, N_l];
     ``psi[l]``: the surrogate derivative ``S'(v_l[t] - theta)`` [B, N_l]; ``outputs[l]``: what layer l
     passes on, flattened [B, D_l] (``spikes[l]`` itself for a dense layer, the max-pooled spikes for a
@@ -101,20 +102,11 @@ def tensor_version(x: Tensor) -> int | None:
     return None if x.is_inference() else x._version
 
 
-def _feed_params(layer: nn.Module) -> tuple[Tensor, ...]:
-    """The parameters of a layer's feed-forward current (weights and bias, not the recurrent weights)."""
-    if isinstance(layer, SpikingConv):
-        return (layer.conv.weight, layer.conv.bias)
-    return (layer.weight, layer.bias)
-
-
 def online_steps(net: Network, frames: Iterable[Tensor], labels: Tensor, T: int) -> Iterator[StepView]:
-    """Run ``net`` (a :class:`~spikebench.nn.network.Network` or a
-    :class:`~spikebench.nn.conv.ConvNetwork`) step by step over ``frames`` (T inputs [B, ...]) from the
-    resting state.
+    """Run ``net`` step by step over ``frames`` (T inputs [B, ...]) from the resting state.
 
     Each step's state is used once and dropped; call under ``torch.no_grad()``. The step is
-    ``net.step_outputs``, which also returns every layer's output and a block's max-pooling indices.
+    ``net.advance``, which also returns every layer's output and a block's max-pooling indices.
 
     A time-constant input is run once: when a frame is the very tensor of the previous step (``is``),
     not changed in place since (its version counter), the first layer's feed-forward current
@@ -130,125 +122,35 @@ def online_steps(net: Network, frames: Iterable[Tensor], labels: Tensor, T: int)
     frame = x = current = key = None
     for t, f in enumerate(frames):
         same = f is frame and tensor_version(f) == key[0]
-        weights = tuple(tensor_version(p) for p in _feed_params(first))
+        weights = (tensor_version(first.weight), tensor_version(first.bias))
         if not same:
-            frame, x = f, as_input(first, f)
+            frame, x = f, first.as_input(f)
         if not same or weights != key[1]:
             current, key = first.current(x), (tensor_version(f), weights)
         if state is None:
             state = net.zero_state(x.shape[0], x)
             onehot = F.one_hot(labels, net.n_classes).to(x.dtype)
-        spikes, outputs, pool, y, new = net.step_outputs(x, state, current)
+        out = net.advance(x, state, current)
         psi = [
             layer.params.surrogate.derivative(s.v - layer.params.theta)
-            for layer, s in zip(layers, new.layers, strict=True)
+            for layer, s in zip(layers, out.state.layers, strict=True)
         ]
         yield StepView(
             t,
             T,
-            [x, *(as_input(layer, o) for layer, o in zip(layers[1:], outputs[:-1], strict=True))],
+            [x, *(layer.as_input(o) for layer, o in zip(layers[1:], out.outputs[:-1], strict=True))],
             [s.z for s in state.layers],
-            spikes,
+            out.spikes,
             psi,
-            y,
+            out.y,
             onehot,
-            step_error(y, onehot, T),
-            F.cross_entropy(y, labels),
-            outputs,
-            pool,
+            step_error(out.y, onehot, T),
+            F.cross_entropy(out.y, labels),
+            out.outputs,
+            out.pool,
             same,
         )
-        state = new
-
-
-# -- what depends on the layer type: a dense SpikingLinear or a convolution block SpikingConv ---------
-
-
-def n_neurons(layer: nn.Module) -> int:
-    """Number of LIF neurons N_l of a spiking layer (a convolution block's before pooling)."""
-    return layer.n_neurons if isinstance(layer, SpikingConv) else layer.n_out
-
-
-def n_outputs(layer: nn.Module) -> int:
-    """Size D_l of a layer's (flattened) output: N_l for a dense layer, pooled maps for a block."""
-    return math.prod(layer.out_shape) if isinstance(layer, SpikingConv) else layer.n_out
-
-
-def as_input(layer: nn.Module, h: Tensor) -> Tensor:
-    """``h`` [B, ...] shaped as ``layer`` consumes it: [B, D] for a dense layer, [B, C, H, W] for a block."""
-    if isinstance(layer, SpikingConv):
-        return h.reshape(h.shape[0], *layer.in_shape)
-    return h.reshape(h.shape[0], -1)
-
-
-def spike_grad(layer: nn.Module, g: Tensor, idx: Tensor | None) -> Tensor:
-    """Gradient w.r.t. a layer's spikes [B, N_l] of ``g``, a gradient w.r.t. its output [B, ...]: ``g``
-    itself for a dense layer; through a block's max pooling (each window's gradient to its argmax
-    ``idx``, zero elsewhere) for a convolution block."""
-    if not isinstance(layer, SpikingConv):
-        return g
-    if idx is not None:
-        g = F.max_unpool2d(g.reshape(-1, *layer.out_shape), idx, layer.pool, output_size=layer.map_shape[1:])
-    return g.reshape(g.shape[0], -1)
-
-
-def input_grad(layer: nn.Module, delta: Tensor) -> Tensor:
-    """Gradient w.r.t. a layer's input of ``sum delta * I`` for its feed-forward current ``I``: ``delta``
-    [..., N_l] -> ``delta W`` [..., D] for a dense layer, the transposed convolution [..., C, H, W] of the
-    maps of ``delta`` for a block (``torch.nn.grad.conv2d_input``)."""
-    if not isinstance(layer, SpikingConv):
-        return delta @ layer.weight
-    lead, conv = delta.shape[:-1], layer.conv
-    maps = delta.reshape(-1, *layer.map_shape)
-    size = (maps.shape[0], *layer.in_shape)
-    g = torch.nn.grad.conv2d_input(size, conv.weight, maps, padding=conv.padding)
-    return g.reshape(*lead, *layer.in_shape)
-
-
-def add_synapse_grads(layer: nn.Module, delta: Tensor, x_hat: Tensor, a: float) -> None:
-    """Add the feed-forward weight and bias gradients of ``delta`` [B, N_l] with the presynaptic trace
-    ``x_hat`` (the layer's input's shape) and bias trace ``a``: ``dW += delta^T x_hat``, ``db += a sum_b
-    delta`` for a dense layer; for a block the same sums over the batch and every position of the maps,
-    ``dK += conv2d_weight(x_hat, delta)`` and ``db += a sum_{b,y,x} delta``."""
-    add_weight_grad(layer, delta, x_hat)
-    add_bias_grad(layer, delta, a)
-
-
-def add_weight_grad(layer: nn.Module, delta: Tensor, x_hat: Tensor) -> None:
-    """The weight part of :func:`add_synapse_grads`: ``dW += delta^T x_hat`` (dense) or
-    ``dK += conv2d_weight(x_hat, delta)`` (block)."""
-    if not isinstance(layer, SpikingConv):
-        add_outer(layer.weight, delta, x_hat)
-        return
-    conv = layer.conv
-    maps = delta.reshape(-1, *layer.map_shape)
-    add_grad(conv.weight, torch.nn.grad.conv2d_weight(x_hat, conv.weight.shape, maps, padding=conv.padding))
-
-
-def add_bias_grad(layer: nn.Module, delta: Tensor, a: float) -> None:
-    """The bias part of :func:`add_synapse_grads`: ``db += a sum_b delta`` (dense) or
-    ``db += a sum_{b,y,x} delta`` (block)."""
-    if not isinstance(layer, SpikingConv):
-        add_grad(layer.bias, delta.sum(0).mul_(a))
-        return
-    add_grad(layer.conv.bias, delta.reshape(-1, *layer.map_shape).sum((0, 2, 3)).mul_(a))
-
-
-def add_grad(p: Tensor, g: Tensor) -> None:
-    """``p.grad += g`` (``p.grad = g`` when there is none yet); ``g`` must be a fresh tensor (a bf16
-    product result is taken into the parameter's float32)."""
-    if p.grad is None:
-        p.grad = g if g.dtype == p.dtype else g.to(p.dtype)
-    else:
-        p.grad.add_(g)
-
-
-def add_outer(p: Tensor, delta: Tensor, pre: Tensor) -> None:
-    """``p.grad += delta^T pre``, summed over the batch: ``delta`` [B, N], ``pre`` [B, D], ``p`` [N, D]."""
-    if p.grad is None:
-        p.grad = as_state(delta.T @ pre)
-    else:
-        add_mm_(p.grad, delta.T, pre)
+        state = out.state
 
 
 class Trace:
@@ -297,12 +199,12 @@ class ConstantInput:
         else:
             self.sum.add_(delta, alpha=a)
 
-    def flush(self, layer: nn.Module, trace: Trace) -> None:
+    def flush(self, layer: SpikingLayer, trace: Trace) -> None:
         """Add ``D^T x`` to ``layer``'s weight gradient and set ``trace`` (the layer's input trace, not
         advanced meanwhile) to ``a x``, its value at the last step added, so that it can go on from
         there."""
         if self.sum is not None:
-            add_weight_grad(layer, self.sum, self.x)
+            layer.add_weight_grad(self.sum, self.x)
         if trace.decay != 0.0:
             trace.value = self.x * self.a
 
@@ -350,7 +252,7 @@ def feedback_matrices(gen: torch.Generator, net: Network) -> dict[str, Tensor]:
     ``feedback.{l}`` (``dfa``, and ``eprop`` with random feedback)."""
     like = net.readout.linear.weight
     return {
-        f"feedback.{i}": random_matrix(gen, n_neurons(layer), net.n_classes, n_neurons(layer), like)
+        f"feedback.{i}": random_matrix(gen, layer.n_neurons, net.n_classes, layer.n_neurons, like)
         for i, layer in enumerate(net.layers)
     }
 
@@ -433,7 +335,7 @@ class OnlineRule(LearningRule):
         ``L_bar[s] = sum_{t>=s} k^{t-s} L_1[t]`` (``k``: :meth:`signal_decay`). Treating ``W_1 x_hat[t]``
         as the current it credits gives ``dL/dx[r] = W_1^T sum_{s>=r} a^{s-r} delta[s]``: [T, B, ...]
         like ``x_seq``; for a convolution block first, ``W_1^T`` is the transposed convolution
-        (:func:`input_grad`). O(T) memory (attacks see the whole sequence anyway). A time-constant
+        (the layer's ``vjp_input``). O(T) memory (attacks see the whole sequence anyway). A time-constant
         ``x_seq`` (one frame broadcast over time, ``direct`` encoding) is fed as that one frame at every
         step, so its first-layer current is computed once (:func:`online_steps`).
         """
@@ -445,7 +347,7 @@ class OnlineRule(LearningRule):
                 sig.append(self.signals(net, view)[0])
                 psi.append(view.psi[0])
             delta = torch.stack(psi) * anticausal(torch.stack(sig), self.signal_decay(net))
-            g = input_grad(net.layers[0], anticausal(delta, self.trace_decay(net)))
+            g = net.layers[0].vjp_input(anticausal(delta, self.trace_decay(net)))
         return as_state(g).reshape(x_seq.shape)
 
     def state_dict(self) -> dict[str, Tensor]:
@@ -471,7 +373,7 @@ class TracedRule(OnlineRule):
     with ``x_hat[t] = d x_hat[t-1] + x[t]`` (input of the layer), ``z_hat`` the same for ``z_l[t-1]`` and
     ``a[t] = d a[t-1] + 1`` for the bias; ``d`` = :meth:`trace_decay` (0: the inputs themselves). For a
     convolution block (no recurrent weights) ``x_hat`` is a trace of its input maps and the products sum
-    over positions too (:func:`add_synapse_grads`).
+    over positions too (the layer's ``add_weight_grad`` and ``add_bias_grad``).
 
     With ``rule.update=sequence``, while the first layer's input is the same at every step since the
     start of the sequence (``StepView.same_input``: ``direct`` encoding), its weight gradient is
@@ -493,10 +395,10 @@ class TracedRule(OnlineRule):
             x_hat, z_hat = self._traces[i]
             if i == 0 and self._constant_input(net, view):
                 self._constant.add(delta, self._a)
-                add_bias_grad(layer, delta, self._a)
             else:
-                add_synapse_grads(layer, delta, x_hat.update(view.inputs[i]), self._a)
-            if not isinstance(layer, SpikingConv) and layer.rec is not None:
+                layer.add_weight_grad(delta, x_hat.update(view.inputs[i]))
+            layer.add_bias_grad(delta, self._a)
+            if layer.rec is not None:
                 add_outer(layer.rec, delta, z_hat.update(view.prev[i]))
 
     def _constant_input(self, net: Network, view: StepView) -> bool:

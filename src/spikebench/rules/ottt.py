@@ -6,7 +6,7 @@ from torch import Tensor
 
 from spikebench.nn.network import Network
 from spikebench.rules.base import RULES, Locality, Memory, Spatial, Temporal
-from spikebench.rules.online import StepView, TracedRule, input_grad, spike_grad
+from spikebench.rules.online import StepView, TracedRule
 
 
 @RULES.register("ottt")
@@ -35,7 +35,7 @@ class OTTT(TracedRule):
     into its input maps, and the signal of a block l is taken through its max pooling -- each window's
     gradient to the neuron that won it at t (argmax indices of the forward pooling, ``max_unpool2d``),
     exactly what autograd of the step would do -- with explicit tensor operations, no autograd
-    (:func:`~spikebench.rules.online.input_grad`, :func:`~spikebench.rules.online.spike_grad`). The
+    (the layers' ``vjp_input`` and ``vjp_output``, :mod:`spikebench.nn.layers`). The
     weight gradient of a block is the correlation of ``g_l[t]``'s maps with the trace of its input maps
     (``conv2d_weight``), its bias gradient ``g_l[t]`` summed over batch and positions times ``a[t]``.
     """
@@ -59,6 +59,6 @@ class OTTT(TracedRule):
         for i in range(n - 1, -1, -1):
             out[i] = signal
             if i > 0:
-                g = input_grad(net.layers[i], view.psi[i] * signal)
-                signal = spike_grad(net.layers[i - 1], g, view.pool[i - 1])
+                g = net.layers[i].vjp_input(view.psi[i] * signal)
+                signal = net.layers[i - 1].vjp_output(g, view.pool[i - 1])
         return out

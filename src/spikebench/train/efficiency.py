@@ -31,12 +31,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spikebench.data.encoders import Encoding
-from spikebench.nn.conv import SpikingConv
-from spikebench.nn.network import Network, is_time_constant
+from spikebench.nn.layers import dense_counts, is_time_constant
+from spikebench.nn.network import Network
 from spikebench.rules.base import LearningRule
 from spikebench.rules.cost import rule_cost
 
@@ -88,23 +87,8 @@ class _Counter:
 
     def dense_connection(self, name: str, weight: Tensor, x: Tensor, constant: bool, T: int) -> None:
         """``x`` [T', B, D] (T' = 1 when the input is the same at every step), ``weight`` [N, D]."""
-        fanout = (weight != 0).sum(0).to(torch.float64)  # [D]
-        nonzero = (x != 0).to(torch.float64).sum((0, 1))  # [D]
-        reps = T if constant else 1
-        B = x.shape[1]
-        self._add(name, reps * float(nonzero @ fanout), T * B * weight.numel(), _is_binary(x))
-
-    def conv_connection(self, name: str, block: SpikingConv, x: Tensor, constant: bool, T: int) -> None:
-        """``x`` [T', B, C, H, W]: every nonzero input times the nonzero kernel weights it meets
-        (zero padding excluded), by a convolution of the nonzero pattern with the nonzero kernel."""
-        w = block.conv.weight
-        mask = (w != 0).to(torch.float64)
-        frames = (x != 0).to(torch.float64).reshape(-1, *x.shape[2:])
-        effective = F.conv2d(frames, mask, padding=block.conv.padding).sum().item()
-        ones = torch.ones(1, *x.shape[2:], dtype=torch.float64, device=x.device)
-        per_frame = F.conv2d(ones, torch.ones_like(mask), padding=block.conv.padding).sum().item()
-        B = x.shape[1]
-        self._add(name, (T if constant else 1) * effective, T * B * per_frame, _is_binary(x))
+        effective, dense = dense_counts(weight, x)
+        self._add(name, (T if constant else 1) * effective, T * x.shape[1] * dense, _is_binary(x))
 
     def add_batch(self, x_seq: Tensor) -> None:
         """One batch: ``x_seq`` [T, B, ...], the encoded input."""
@@ -114,17 +98,14 @@ class _Counter:
         rollout = net(x_seq)
         h = x_seq[:1] if constant else x_seq
         for i, (layer, z) in enumerate(zip(self.layers, rollout.spikes, strict=True)):
-            if isinstance(layer, SpikingConv):
-                self.conv_connection(f"layers.{i}", layer, h, constant, T)
-                h = layer.pooled(z)
-            else:
-                h = h.reshape(h.shape[0], B, -1)
-                self.dense_connection(f"layers.{i}", layer.weight, h, constant, T)
-                if layer.rec is not None:
-                    self.dense_connection(f"layers.{i}.rec", layer.rec, z[:-1], False, T - 1)
-                    # the dense count of the recurrent weights covers all T steps (z[-1] = 0 included)
-                    self.connections[f"layers.{i}.rec"].dense += B * layer.rec.numel()
-                h = z
+            # every nonzero input times the nonzero weights it meets (a convolution: zero padding excluded)
+            effective, dense = layer.synaptic_counts(h)
+            self._add(f"layers.{i}", (T if constant else 1) * effective, T * B * dense, _is_binary(h))
+            if layer.rec is not None:
+                self.dense_connection(f"layers.{i}.rec", layer.rec, z[:-1], False, T - 1)
+                # the dense count of the recurrent weights covers all T steps (z[-1] = 0 included)
+                self.connections[f"layers.{i}.rec"].dense += B * layer.rec.numel()
+            h = layer.output(z)
             constant = False
             self.spikes[i] += float(z.to(torch.float64).sum())
             self.neuron_steps[i] += z.numel()
@@ -137,14 +118,14 @@ class _Counter:
         n = max(self.samples, 1)
         layers = []
         for i, layer in enumerate(self.layers):
-            neurons = layer.n_neurons if isinstance(layer, SpikingConv) else layer.n_out
+            neurons = layer.n_neurons
             conns = [c for name, c in self.connections.items() if name in (f"layers.{i}", f"layers.{i}.rec")]
             layers.append(
                 {
                     "layer": i,
-                    "kind": "conv" if isinstance(layer, SpikingConv) else "dense",
+                    "kind": layer.kind,
                     "neurons": neurons,
-                    "recurrent": getattr(layer, "rec", None) is not None,
+                    "recurrent": layer.rec is not None,
                     "firing_rate": self.spikes[i] / max(self.neuron_steps[i], 1.0),
                     "spikes_per_sample": self.spikes[i] / n,
                     "synops_in": sum(c.effective for c in conns) / n,
@@ -208,8 +189,8 @@ def measure(
     energy: OpEnergy | None = None,
     rule_cost: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Efficiency record of ``net`` (a :class:`~spikebench.nn.network.Network` or
-    :class:`~spikebench.nn.conv.ConvNetwork`) on inputs ``x`` [n, ...] encoded by ``enc``: counts per
+    """Efficiency record of ``net`` (a :class:`~spikebench.nn.network.Network`, dense or convolutional)
+    on inputs ``x`` [n, ...] encoded by ``enc``: counts per
     sample (module docstring), footprint, and energy estimates. ``rule_cost``: the learning rule's own
     cost per training sample (:func:`spikebench.rules.cost.rule_cost`, as a dict); with it the record
     also estimates the energy of one training sample: its forward pass (the inference counts) plus the
