@@ -219,11 +219,10 @@ class SpikingLayer(nn.Module):
         """What the layer passes on, from its spikes [..., N]: [..., *out_shape]."""
         raise NotImplementedError
 
-    def forward(self, x_seq: Tensor, state: LIFState | None = None) -> tuple[Tensor, Tensor, LIFState]:
-        """All T steps: ``x_seq`` [T, B, ...] -> spikes [T, B, N], output [T, B, *out_shape] and the
-        final state."""
-        z, final = lif.scan(self.params, self.currents(x_seq), self.rec, state, self.backward_rec)
-        return z, self.output(z), final
+    def forward(self, x_seq: Tensor, state: LIFState | None = None) -> tuple[Tensor, LIFState]:
+        """All T steps: ``x_seq`` [T, B, *in_shape] -> spikes [T, B, N] and the final state (what the
+        layer passes on is :meth:`output` of the spikes)."""
+        return lif.scan(self.params, self.currents(x_seq), self.rec, state, self.backward_rec)
 
     def current(self, x: Tensor) -> Tensor:
         """Feed-forward current of one step's input ``x`` [B, *in_shape] -> [B, N]."""

@@ -90,8 +90,9 @@ class SpikingLinear(SpikingLayer):
     def product(self, x: Tensor) -> Tensor:
         return linear(x, self.weight, self.bias, self.backward_weight)
 
-    def forward(self, x_seq: Tensor, state: LIFState | None = None) -> tuple[Tensor, Tensor, LIFState]:
-        """All T steps: spikes [T, B, N] (also the output) and the final state."""
+    def forward(self, x_seq: Tensor, state: LIFState | None = None) -> tuple[Tensor, LIFState]:
+        """All T steps: ``x_seq`` [T, B, ...] (flattened to [T, B, D]) -> spikes [T, B, N] and the final
+        state."""
         return super().forward(self.flatten(x_seq), state)
 
     def output(self, z: Tensor) -> Tensor:
@@ -299,7 +300,8 @@ class Network(nn.Module):
         ``state``: continue from it (constant: no gradient flows into it)."""
         h, spikes, finals = x_seq, [], []
         for i, layer in enumerate(self.layers):
-            z, h, s = layer(h, None if state is None else state.layers[i])
+            z, s = layer(h, None if state is None else state.layers[i])
+            h = layer.output(z)
             spikes.append(z)
             finals.append(s)
         h = h.reshape(h.shape[0], h.shape[1], -1)
