@@ -343,6 +343,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from spikebench.studies.publish import publish_study
+
+    print(publish_study(Path(args.study_dir), Path(args.dest), argv=getattr(args, "argv", None)))
+    return 0
+
+
 def _parse_eps(text: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
@@ -693,6 +700,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study_dir", help="a directory written by 'spikebench study'")
     p.add_argument("--format", choices=["md", "html", "both"], default="both", help="what to write")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "publish",
+        help="copy a finished study's records without checkpoints and raw probes, and build its report there",
+    )
+    p.add_argument("study_dir", help="a finished study directory")
+    p.add_argument("dest", help="a new directory for the published records (refused if it exists)")
+    p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("attack", help="attack a trained run at several eps; write RUN_DIR/attacks/NAME.json")
     p.add_argument("run_dir", help="a run directory written by 'spikebench train'")

@@ -83,9 +83,33 @@ def atomic_write_json(path: Path | str, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+#: what ``savefig`` stamps into a file that would make the same figure differ between two builds
+_REPRODUCIBLE = {"png": {}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
+
+
+def _savefig(fig: Any, f: IO[bytes], fmt: str, **kwargs: Any) -> None:
+    import matplotlib
+
+    # SVG element ids are random unless salted; no date in SVG or PDF metadata: the same records give
+    # the same bytes (a published report is checked by rebuilding it).
+    with matplotlib.rc_context({"svg.hashsalt": "spikebench"}):
+        fig.savefig(f, format=fmt, metadata=_REPRODUCIBLE.get(fmt, {}), **kwargs)
+
+
 def atomic_save_fig(fig: Any, path: Path | str, **kwargs: Any) -> None:
-    """A matplotlib figure as PNG (``kwargs`` go to ``savefig``)."""
-    atomic_write(path, lambda f: fig.savefig(f, format="png", **kwargs))
+    """A matplotlib figure as PNG, reproducibly (``kwargs`` go to ``savefig``)."""
+    atomic_write(path, lambda f: _savefig(fig, f, "png", **kwargs))
+
+
+def save_figure(
+    fig: Any, path: Path | str, formats: tuple[str, ...] = ("png", "svg"), **kwargs: Any
+) -> list[Path]:
+    """A matplotlib figure in each of ``formats`` (``path``'s suffix replaced), each atomically and
+    reproducibly (the same figure gives the same bytes); returns the paths in the order of ``formats``."""
+    paths = [Path(path).with_suffix(f".{fmt}") for fmt in formats]
+    for out, fmt in zip(paths, formats, strict=True):
+        atomic_write(out, lambda f, fmt=fmt: _savefig(fig, f, fmt, **kwargs))
+    return paths
 
 
 def atomic_torch_save(obj: Any, path: Path | str) -> None:

@@ -42,7 +42,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("analysis / attacks / perf", ("spikebench.analysis", "spikebench.attacks", "spikebench.perf")),
     ("studies", ("spikebench.studies",)),
     ("report", ("spikebench.report",)),
-    ("study run", ("spikebench.studies.run",)),
+    ("study run", ("spikebench.studies.run", "spikebench.studies.publish")),
     ("cli", ("spikebench.cli",)),
 ]
 

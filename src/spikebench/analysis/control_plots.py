@@ -18,19 +18,7 @@ import numpy as np
 
 from spikebench.analysis.analyze import _figure, _integer_ticks
 from spikebench.analysis.errors import AnalysisError
-from spikebench.io import atomic_write
-
-FORMATS = ("png", "svg")
-
-
-def save_figure(fig: Any, path_stem: Path) -> list[Path]:
-    """Write ``fig`` as ``<stem>.png`` and ``<stem>.svg``, each atomically (:mod:`spikebench.io`)."""
-    written = []
-    for fmt in FORMATS:
-        path = path_stem.with_suffix(f".{fmt}")
-        atomic_write(path, lambda f, fmt=fmt: fig.savefig(f, format=fmt, dpi=120))
-        written.append(path)
-    return written
+from spikebench.io import save_figure
 
 
 def _band(rows: list[dict[str, Any]]) -> tuple[list[int], list[float], list[float], list[float]]:
@@ -115,7 +103,7 @@ def plot_controls(record: dict[str, Any], out_dir: Path) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AnalysisError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
-    written = save_figure(cka_figure(record), out_dir / "cka_controls")
+    written = save_figure(cka_figure(record), out_dir / "cka_controls", dpi=120)
     if record["alignment"]:
-        written += save_figure(alignment_figure(record), out_dir / "alignment_controls")
+        written += save_figure(alignment_figure(record), out_dir / "alignment_controls", dpi=120)
     return written

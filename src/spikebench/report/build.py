@@ -29,6 +29,7 @@ from spikebench.records import (
     PART_SIMILARITY,
     PART_TRADEOFF,
     REFERENCE_RULE,
+    REPORT_DIR,
     TUNING,
 )
 from spikebench.report import plots
@@ -679,7 +680,7 @@ def _write(path: Path, text: str) -> None:
 def build_report(study_dir: Path, formats: tuple[str, ...] = ("md", "html")) -> dict[str, Path]:
     """Write ``report/report.md`` and/or ``report/report.html`` (plots inlined) and ``report/verdicts.json``."""
     records = load_study(study_dir)
-    out = study_dir / "report"
+    out = study_dir / REPORT_DIR
     out.mkdir(exist_ok=True)
     blocks, verdicts = build_blocks(records, out)
     paths: dict[str, Path] = {}

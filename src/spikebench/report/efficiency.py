@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from spikebench.io import save_figure
 from spikebench.report.document import Block, Heading, Image, Para, Table
 from spikebench.report.plots import subplots
 from spikebench.report.records import RunRecord, Stat, group, stat
@@ -128,5 +129,4 @@ def accuracy_vs_cost(runs: list[RunRecord], path: Path) -> Path:
     axes[0].scatter([], [], marker="s", color="C1", label="recurrent")
     axes[0].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path, dpi=110)[0]

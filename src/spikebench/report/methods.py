@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from spikebench.records import PUBLISHED
 from spikebench.report.document import Block, Heading, Para, Table
 from spikebench.report.records import RunRecord, StudyRecords
 
@@ -247,6 +248,8 @@ def provenance_blocks(records: StudyRecords) -> list[Block]:
     blocks: list[Block] = [Heading("Provenance", 3), Table(["", ""], rows)]
     if len(revisions) > 1:
         blocks.append(Para("The study was run by more than one revision of the code (listed above)."))
+    if records.published is not None:
+        blocks.append(published_para(records.published))
     blocks.append(
         Para(
             "To reproduce: check out the git revision above and run the command from the repository root; "
@@ -254,6 +257,21 @@ def provenance_blocks(records: StudyRecords) -> list[Block]:
         )
     )
     return blocks
+
+
+def published_para(published: dict[str, Any]) -> Para:
+    """What a published study left out, and what its report therefore rests on."""
+    omitted = published.get("omitted") or {}
+    size = sum(m.get("bytes", 0) for m in omitted.values() if isinstance(m, dict))
+    stamp = published.get("published") or {}
+    return Para(
+        f"**Published records.** This copy of the study (`{PUBLISHED}`) leaves out {len(omitted)} file(s) "
+        f"of {size / 2**20:.0f} MB (each run's checkpoint and raw probe tensors), listed there with their "
+        "SHA-256; every other record is checked against its run's checksums. The CKA, alignment, Fisher "
+        "and control analyses are the results computed before publishing from the full records, used "
+        "because the inputs that remain hash as they did then. Published "
+        f"{stamp.get('finished') or '–'} by git revision {stamp.get('git') or '–'}."
+    )
 
 
 def methods_blocks(records: StudyRecords) -> list[Block]:

@@ -1,4 +1,5 @@
-"""Plots of a study, drawn from records with matplotlib and saved as PNG.
+"""Plots of a study, drawn from records with matplotlib and saved as PNG (shown in the report) and SVG
+(for papers), reproducibly (:func:`spikebench.io.save_figure`).
 
 Figures are made without pyplot (:func:`subplots`), so drawing a report chooses no backend and leaves
 pyplot's state, and a caller's interactive session, as they were.
@@ -9,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from spikebench.io import save_figure
 from spikebench.report.records import RunRecord, group, stat
 
 
@@ -22,8 +24,7 @@ def subplots(*args: Any, figsize: tuple[float, float] | None = None, **kwargs: A
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path, dpi=110)[0]  # the PNG, which the report shows
 
 
 def accuracy_vs_locality(runs: list[RunRecord], path: Path) -> Path:
@@ -142,6 +143,4 @@ def forest(
     ax.set_yticks(y, labels)
     ax.set(xlabel=xlabel, title=title, ylim=(-0.8, len(labels) - 0.2))
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.tight_layout()
-    fig.savefig(path.with_suffix(".svg"))
     return _save(fig, path)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spikebench.records import ANALYSIS_DIR, ATTACKS_DIR, RUNS_DIR, SUMMARY
+from spikebench.records import ANALYSIS_DIR, ATTACKS_DIR, PUBLISHED, RUNS_DIR, SUMMARY
 from spikebench.registry import SpikebenchError
 
 
@@ -98,6 +98,7 @@ class StudyRecords:
     manifest: dict[str, Any]
     runs: dict[str, RunRecord]
     analyses: dict[str, Any]
+    published: dict[str, Any] | None = None  # ``published.json`` of a published study
 
     def part(self, name: str) -> list[RunRecord]:
         return [self.runs[k] for k in self.manifest.get("parts", {}).get(name, []) if k in self.runs]
@@ -134,7 +135,7 @@ class StudyRecords:
 
 def load_study(path: Path) -> StudyRecords:
     """Read and check every record of the study at ``path`` (see the module docstring)."""
-    from spikebench.studies.validate import check_attack, check_run
+    from spikebench.studies.validate import check_attack, check_run, run_omissions
 
     manifest = _read(path / "study.json")
     if (
@@ -149,7 +150,7 @@ def load_study(path: Path) -> StudyRecords:
         failure = _read(path / RUNS_DIR / f"{key}.failed.json")
         rec = RunRecord(key, config, None, failure if isinstance(failure, dict) else None, path=run_dir)
         if (run_dir / SUMMARY).exists():
-            problem = check_run(run_dir, config, strict=False)
+            problem = check_run(run_dir, config, strict=False, omitted=run_omissions(path, run_dir))
             if problem is None:
                 rec.summary = _read(run_dir / SUMMARY)
             else:
@@ -167,7 +168,8 @@ def load_study(path: Path) -> StudyRecords:
         if (path / ANALYSIS_DIR).is_dir()
         else {}
     )
-    return StudyRecords(path, manifest, runs, analyses)
+    published = _read(path / PUBLISHED)
+    return StudyRecords(path, manifest, runs, analyses, published if isinstance(published, dict) else None)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from spikebench.records import (
     SUMMARY,
 )
 from spikebench.registry import SpikebenchError
+from spikebench.studies.validate import check_run, omitted_files, run_omissions
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +57,12 @@ INPUTS: dict[str, tuple[str, ...]] = {
 def _completed(study_dir: Path, part: str) -> list[Path]:
     """The runs of ``part`` whose records pass :func:`~spikebench.studies.validate.check_run` (a run with
     a changed or truncated tracking record is left out, not read)."""
-    from spikebench.studies.validate import check_run
-
     manifest = json.loads((study_dir / "study.json").read_text())
     keys = manifest.get("parts", {}).get(part, [])
     runs = manifest.get("runs", {})
+    dirs = {k: study_dir / RUNS_DIR / k for k in keys}
     return [
-        study_dir / RUNS_DIR / k for k in keys if check_run(study_dir / RUNS_DIR / k, runs.get(k)) is None
+        d for k, d in dirs.items() if check_run(d, runs.get(k), omitted=run_omissions(study_dir, d)) is None
     ]
 
 
@@ -171,6 +171,7 @@ def analyze_study(study_dir: Path) -> list[str]:
     if len(runs) < 2:
         return problems
     previous = load_provenance(study_dir)
+    omitted = omitted_files(study_dir)
     analyses: dict[str, Any] = {}
     for name, step in STEPS.items():
         current = input_hashes(study_dir, listed, name)
@@ -180,9 +181,15 @@ def analyze_study(study_dir: Path) -> list[str]:
             analyses[name] = recorded
             if state == "absent":
                 gone = sorted(set(recorded["inputs"]) - set(current))
-                problems.append(
-                    f"{name}: {len(gone)} input file(s) absent (e.g. {gone[0]}); the recorded analysis is used"
-                )
+                if set(gone) <= set(omitted):
+                    problems.append(
+                        f"{name}: computed before the study was published; its {len(gone)} raw input "
+                        f"file(s) left out by publishing, the others unchanged: the recorded result is used"
+                    )
+                else:
+                    problems.append(
+                        f"{name}: {len(gone)} input file(s) absent (e.g. {gone[0]}); the recorded analysis is used"
+                    )
             continue
         try:
             written = step(runs, out)

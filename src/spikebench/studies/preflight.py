@@ -11,6 +11,7 @@ from pathlib import Path
 from spikebench import components
 from spikebench.config import Config, to_dict
 from spikebench.data import load_dataset
+from spikebench.records import PUBLISHED
 from spikebench.registry import SpikebenchError
 from spikebench.rules import RULES
 from spikebench.train.resources import check_memory
@@ -31,6 +32,11 @@ def _existing(path: Path) -> Path:
 
 def preflight(runs: list[Config], study_dir: Path) -> None:
     """Raise a one-line :class:`~spikebench.registry.SpikebenchError` when the study cannot run."""
+    if (study_dir / PUBLISHED).exists():
+        raise PreflightError(
+            f"{study_dir} is a published study (its checkpoints are left out, see {PUBLISHED}): run the "
+            "study into another directory; `spikebench report` rebuilds this one's report"
+        )
     devices = {}
     for cfg in runs:
         if cfg.train.device not in devices:

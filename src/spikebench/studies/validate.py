@@ -6,7 +6,9 @@ a one-line reason.
 
 A finished run's ``checksums.json`` lists the SHA-256 of every other file the run wrote, so that a
 truncated ``metrics.jsonl``, a damaged checkpoint or an edited tracking record is detected, not only a
-damaged summary.
+damaged summary. In a published study (:mod:`spikebench.studies.publish`) the checkpoints and raw probes
+are left out: ``published.json`` lists them with their hashes (:func:`run_omissions`), and a file listed
+there with the hash ``checksums.json`` gives it counts as present; everything else is checked as usual.
 """
 
 from __future__ import annotations
@@ -14,10 +16,20 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from spikebench.io import sha256
-from spikebench.records import ATTACKS_DIR, CHECKPOINT, CHECKSUMS, CONFIG, METRICS, SUMMARY, SUMMARY_SCHEMA
+from spikebench.records import (
+    ATTACKS_DIR,
+    CHECKPOINT,
+    CHECKSUMS,
+    CONFIG,
+    METRICS,
+    PUBLISHED,
+    SUMMARY,
+    SUMMARY_SCHEMA,
+)
 
 _NUMBER = (int, float)
 # key -> accepted types (None: the value may be null)
@@ -120,12 +132,38 @@ def check_metrics(path: Path, epochs: int) -> str | None:
     return None
 
 
-def check_run(run_dir: Path, config: dict[str, Any] | None = None, strict: bool = True) -> str | None:
+def omitted_files(study_dir: Path) -> dict[str, dict[str, Any]]:
+    """The files a published study left out (path relative to the study -> ``sha256``, ``bytes``), from
+    its ``published.json``; empty for a study that was not published."""
+    data, problem = _read_json(study_dir / PUBLISHED)
+    files = data.get("omitted") if problem is None and isinstance(data, dict) else None
+    return files if isinstance(files, dict) else {}
+
+
+def run_omissions(study_dir: Path, run_dir: Path) -> dict[str, str]:
+    """The files of ``run_dir`` that publishing left out: path relative to the run -> SHA-256."""
+    prefix = run_dir.relative_to(study_dir).as_posix() + "/"
+    return {
+        rel.removeprefix(prefix): str(meta.get("sha256"))
+        for rel, meta in omitted_files(study_dir).items()
+        if rel.startswith(prefix) and isinstance(meta, dict)
+    }
+
+
+def check_run(
+    run_dir: Path,
+    config: dict[str, Any] | None = None,
+    strict: bool = True,
+    omitted: Mapping[str, str] | None = None,
+) -> str | None:
     """A finished run directory: its summary, its per-epoch metrics, its checkpoint, and the hashes of
     every file the summary lists. ``None`` when valid, else the first problem found.
 
     ``strict=False`` (reports): a run without ``checksums.json`` (not written by a training run) needs
-    only a summary with the fields a report reads."""
+    only a summary with the fields a report reads. ``omitted`` (a published run, :func:`run_omissions`):
+    files left out on purpose, by relative path, with the SHA-256 they had; such a file must be listed in
+    ``checksums.json`` with that hash, and is then not required."""
+    omitted = omitted or {}
     if not run_dir.is_dir():
         return "the run directory is missing"
     summary, problem = _read_json(run_dir / SUMMARY)
@@ -138,7 +176,7 @@ def check_run(run_dir: Path, config: dict[str, Any] | None = None, strict: bool 
     if not strict and not checksums.exists():
         return None
     for name in (CONFIG, CHECKPOINT):
-        if not (run_dir / name).is_file():
+        if not (run_dir / name).is_file() and name not in omitted:
             return f"{name} is missing"
     problem = check_metrics(run_dir / METRICS, summary["epochs"])
     if problem:
@@ -148,8 +186,16 @@ def check_run(run_dir: Path, config: dict[str, Any] | None = None, strict: bool 
         return problem
     if not isinstance(files, dict) or SUMMARY not in files:
         return f"{CHECKSUMS} does not list the run's files"
+    if set(omitted) - set(files):
+        return (
+            f"{sorted(set(omitted) - set(files))[0]} is left out by publishing but not one of the run's files"
+        )
     for rel, digest in files.items():
         path = run_dir / rel
+        if not path.is_file() and rel in omitted:
+            if omitted[rel] != digest:
+                return f"{rel} is left out by publishing with a hash that differs from {CHECKSUMS}"
+            continue
         if not path.is_file():
             return f"{rel} is missing"
         if not isinstance(digest, str) or sha256(path) != digest:
