@@ -677,7 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument(
         "--evidence",
         action="store_true",
-        help="the size that decides the claims: 6 seeds, data subset, 3 epochs (about 2 hours on 2 cores)",
+        help="the size that decides the claims: 10 seeds, data subset, 3 epochs (about an hour on 2 cores)",
     )
     p.add_argument(
         "--plan", action="store_true", help="print the job counts and the estimated wall time; run nothing"

@@ -469,7 +469,7 @@ def summary_blocks(verdicts: list[Verdict], quick: bool) -> list[Block]:
                 "**This is a quick study: a demonstration that decides nothing.** It shows what the report "
                 "of a study looks like, from one epoch on a data subset with small attack budgets; with "
                 "fewer than 2 seeds no claim is decided, whatever the table below says. The study sized to "
-                f"decide the claims (about 2 hours on 2 cores): `{DECIDING_COMMAND}`."
+                f"decide the claims (about an hour on 2 cores): `{DECIDING_COMMAND}`."
             )
         )
     blocks.append(
