@@ -61,6 +61,23 @@ def test_publish_leaves_out_checkpoints_and_probes_and_lists_them_with_their_has
     assert not load_study(dest).problems
 
 
+def test_attack_plots_are_left_out_and_attack_records_kept(published, tmp_path):
+    study, _, keys = published
+    attacks = study / "runs" / keys[("ottt", 0)] / "attacks"
+    attacks.mkdir()
+    record = {"attack": "pgd", "records": [{"eps": 0.03, "accuracy": 0.5, "correct": "10"}]}
+    (attacks / "pgd-exact.json").write_text(json.dumps(record))
+    (attacks / "pgd-exact.png").write_bytes(b"a plot")
+    dest = tmp_path / "again"
+    publish_study(study, dest)
+    rel = f"runs/{keys[('ottt', 0)]}/attacks"
+    assert (dest / rel / "pgd-exact.json").read_bytes() == (attacks / "pgd-exact.json").read_bytes()
+    assert not (dest / rel / "pgd-exact.png").exists()
+    left = json.loads((dest / "published.json").read_text())["omitted"]
+    assert left[f"{rel}/pgd-exact.png"] == {"sha256": sha256(attacks / "pgd-exact.png"), "bytes": 6}
+    assert load_study(dest).runs[keys[("ottt", 0)]].attacks["pgd-exact"] == record
+
+
 def test_published_report_uses_the_recorded_analyses_and_says_so(published):
     study, dest, _ = published
     for name in ("similarity_controls.json", "cka.json"):

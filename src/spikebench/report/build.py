@@ -571,7 +571,7 @@ def build_blocks(records: StudyRecords, out: Path) -> tuple[list[Block], list[Ve
     blocks: list[Block] = [
         Heading(f"spikebench study: {m['study']}", 1),
         *summary_blocks(verdicts, quick),
-        *header_blocks(records),
+        *header_blocks(records, [(v.claim, v.decide or "") for v in verdicts]),
         Para(
             f"{ok} of {len(records.runs)} runs completed; {len(records.failed)} failed; "
             f"{len(records.missing)} not run."

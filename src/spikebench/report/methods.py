@@ -106,13 +106,37 @@ def _mode_name(records: StudyRecords) -> str:
     return "quick" if mode.get("quick") else "evidence" if mode.get("evidence") else "full"
 
 
-def header_blocks(records: StudyRecords) -> list[Block]:
-    """The line under the summary: the runs' actual sizes, and the mode they were planned in."""
+def header_blocks(records: StudyRecords, power: Iterable[tuple[str, str]] = ()) -> list[Block]:
+    """The lines under the summary: the runs' actual sizes and the mode they were planned in, then what
+    the study can and cannot say: its mode, its power (``power``: claim -> what would decide it, from
+    the verdicts), and how it departs from the paper."""
+    mode = _mode_name(records)
+    article = "an" if mode[0] in "aeiou" else "a"
+    runs = [r for r in records.runs.values() if r.ok]
+    image_epochs = _join(
+        (_train_images(r) or 0) * int(_get(r, "train.epochs") or 0) for r in runs if _get(r, "data.limit_train")
+    )
+    power_text = " ".join(f"{claim}: {text}" for claim, text in power if text)
+    departs = (
+        f"networks trained for {image_epochs} image-epochs on a data subset, not to convergence as in the "
+        "paper, so each verdict is about networks trained this much"
+        if image_epochs
+        else "the paper's training budget (whole dataset)"
+    )
     return [
         Para(
             header_text(records)
-            + f" Planned as a {_mode_name(records)} study; the methods section at the end lists every setting."
-        )
+            + f" Planned as {article} {mode} study; the methods section at the end lists every setting."
+        ),
+        Para(
+            f"**What this study can and cannot say.** Mode: {mode}. Power: "
+            + (power_text or "not stated (no verdict computed).")
+            + f" Departures from the paper: {departs}; the time steps and network above; each rule's own "
+            "deviations are listed under Methods, Rules. It cannot say how the rules compare on other data, "
+            "at other network sizes or with tuned hyperparameters beyond those stated; robust accuracies are "
+            "upper bounds, the strongest of the stated attacks at their stated budgets; energy figures are "
+            "estimates from operation counts, not measurements on hardware."
+        ),
     ]
 
 

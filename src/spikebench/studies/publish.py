@@ -2,8 +2,8 @@
 
 :func:`publish_study` copies a study's records -- ``study.json``, every run's config, summary, metrics,
 tracking logs, checksums, attack and failure records, and the study-level analyses with their plots and
-provenance -- and leaves out what a reader does not need to check the verdicts: each run's checkpoint and
-its raw probe tensors (:data:`OMIT`; a few hundred MB for an evidence study, a few MB without them).
+provenance -- and leaves out what a reader does not need to check the verdicts: each run's checkpoint, its raw probe
+tensors and its attack plots (:data:`OMIT`; hundreds of MB for an evidence study, a few MB without them).
 ``published.json`` lists every file left out with its SHA-256 and size, so what remains is still checked
 against each run's ``checksums.json`` (:func:`spikebench.studies.validate.check_run`), and the analyses,
 whose raw inputs are now partly absent, are used as recorded because the inputs that remain hash as
@@ -23,6 +23,7 @@ from spikebench.io import atomic_write_json, sha256
 from spikebench.provenance import invocation, now
 from spikebench.records import (
     ANALYSIS_DIR,
+    ATTACKS_DIR,
     CHECKPOINT,
     MANIFEST,
     PROBES_DIR,
@@ -37,8 +38,10 @@ from spikebench.studies.analysis_step import analyze_study
 from spikebench.studies.lock import StudyLock
 
 PUBLISHED_SCHEMA = 1
-#: files of a run directory left out of a published study (globs relative to the run directory)
-OMIT = (CHECKPOINT, f"{PROBES_DIR}/epoch_*.pt")
+#: files of a run directory left out of a published study (globs relative to the run directory): the
+#: checkpoint, the raw probe tensors, and the per-run attack plots (drawn again from their records by
+#: ``spikebench attack``; the report draws its own)
+OMIT = (CHECKPOINT, f"{PROBES_DIR}/epoch_*.pt", f"{ATTACKS_DIR}/*.png")
 
 
 class PublishError(SpikebenchError):
