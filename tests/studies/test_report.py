@@ -94,7 +94,9 @@ def test_report_builds_from_records_and_html_is_self_contained(tmp_path):
     assert "decides nothing" in md and "spikebench study all --evidence" in md  # the quick-mode warning
     assert "| C2 | **inconclusive** |" in md  # one seed never decides
     scope = md.split("**What this study can and cannot say.**")[1].split("\n")[0]  # under the summary
-    assert md.index("## Summary") < md.index("**What this study can and cannot say.**") < md.index("## Verdicts")
+    assert (
+        md.index("## Summary") < md.index("**What this study can and cannot say.**") < md.index("## Verdicts")
+    )
     assert "Mode: quick." in scope and "C3: " in scope and "upper bounds" in scope
     assert "Planned as a quick study" in md
     assert "| C1 | **not computed** (no similarity controls) |" not in md  # similarity not in this study

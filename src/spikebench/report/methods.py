@@ -114,9 +114,14 @@ def header_blocks(records: StudyRecords, power: Iterable[tuple[str, str]] = ()) 
     article = "an" if mode[0] in "aeiou" else "a"
     runs = [r for r in records.runs.values() if r.ok]
     image_epochs = _join(
-        (_train_images(r) or 0) * int(_get(r, "train.epochs") or 0) for r in runs if _get(r, "data.limit_train")
+        (
+            (_train_images(r) or 0) * int(_get(r, "train.epochs") or 0)
+            for r in runs
+            if _get(r, "data.limit_train")
+        ),
+        _count,
     )
-    power_text = " ".join(f"{claim}: {text}" for claim, text in power if text)
+    power_text = " ".join(f"{claim}: {text.rstrip('.')}." for claim, text in power if text)
     departs = (
         f"networks trained for {image_epochs} image-epochs on a data subset, not to convergence as in the "
         "paper, so each verdict is about networks trained this much"
@@ -130,7 +135,7 @@ def header_blocks(records: StudyRecords, power: Iterable[tuple[str, str]] = ()) 
         ),
         Para(
             f"**What this study can and cannot say.** Mode: {mode}. Power: "
-            + (power_text or "not stated (no verdict computed).")
+            + (power_text or "no claim is left inconclusive at these sizes.")
             + f" Departures from the paper: {departs}; the time steps and network above; each rule's own "
             "deviations are listed under Methods, Rules. It cannot say how the rules compare on other data, "
             "at other network sizes or with tuned hyperparameters beyond those stated; robust accuracies are "
@@ -289,8 +294,9 @@ def published_para(published: dict[str, Any]) -> Para:
     size = sum(m.get("bytes", 0) for m in omitted.values() if isinstance(m, dict))
     stamp = published.get("published") or {}
     return Para(
-        f"**Published records.** This copy of the study (`{PUBLISHED}`) leaves out {len(omitted)} file(s) "
-        f"of {size / 2**20:.0f} MB (each run's checkpoint and raw probe tensors), listed there with their "
+        f"**Published records.** This copy of the study (`{PUBLISHED}`) leaves out {len(omitted):,} file(s) "
+        f"of {size / 2**20:,.0f} MB (each run's checkpoint, raw probe tensors and attack plots), listed there "
+        "with their "
         "SHA-256; every other record is checked against its run's checksums. The CKA, alignment, Fisher "
         "and control analyses are the results computed before publishing from the full records, used "
         "because the inputs that remain hash as they did then. Published "
