@@ -101,6 +101,61 @@ def _plain_heaviside(s: Surrogate) -> bool:
     return type(s).heaviside is Surrogate.heaviside
 
 
+def _advance(
+    p: LIFParams,
+    currents: Tensor,
+    rec: Tensor | None,
+    v0: Tensor,
+    z0: Tensor,
+    low: torch.dtype | None,
+    vs: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The forward recursion of a layer from ``(v0, z0)``: spikes [T, B, N] and the last potential.
+
+    Every step's potential is written into ``vs`` [T, B, N] when it is given (the backward pass reads
+    them); without it two [B, N] buffers take turns (step t reads v[t-1] while it writes v[t]), which is
+    all inference needs. ``currents`` are float32 (or float64), or, in inference under bf16, bf16
+    products taken into float32 one step at a time (no float32 copy of all steps); ``low``: the dtype of
+    the recurrent product's operands (None: the currents' own). The arithmetic is the same either way.
+    """
+    dtype = torch.float32 if currents.dtype in LOW else currents.dtype
+    like = {"dtype": dtype, "device": currents.device}
+    rec_low = None if rec is None or low is None else rec.t().to(low)
+    zs = torch.empty(currents.shape, **like)
+    soft = p.reset == "soft"
+    plain = _plain_heaviside(p.surrogate)
+    keep = None if soft else torch.empty(currents.shape[1:], **like)  # 1 - z[t-1]
+    turns = None if vs is not None else (torch.empty(v0.shape, **like), torch.empty(v0.shape, **like))
+    v_prev, z_prev = v0, z0
+    for t in range(currents.shape[0]):
+        v = vs[t] if vs is not None else turns[t % 2]  # type: ignore[index]
+        c = currents[t] if currents.dtype == dtype else currents[t].to(dtype)
+        if rec is None:
+            pass
+        elif low is not None:  # the product in bf16, added into the float32 potential
+            c = torch.add(c, torch.mm(z_prev.to(low), rec_low), out=v)
+        else:
+            c = torch.addmm(c, z_prev, rec.t(), out=v)
+        if soft:
+            if c is v:
+                v.add_(v_prev, alpha=p.alpha)
+            else:
+                torch.add(c, v_prev, alpha=p.alpha, out=v)
+            v.sub_(z_prev, alpha=p.theta)
+        else:
+            torch.neg(z_prev, out=keep).add_(1.0)  # 1 - z, exactly
+            if c is v:
+                v.addcmul_(v_prev, keep, value=p.alpha)
+            else:
+                torch.addcmul(c, v_prev, keep, value=p.alpha, out=v)
+        if plain:
+            torch.ge(v, p.theta, out=zs[t])
+        else:
+            zs[t] = p.surrogate.heaviside(v - p.theta)
+        v_prev, z_prev = v, zs[t]
+    return zs, v_prev
+
+
 class _LIFScan(torch.autograd.Function):
     """All T steps of one layer in one node; backward is BPTT written out by hand.
 
@@ -135,40 +190,8 @@ class _LIFScan(torch.autograd.Function):
         rec_backward: Tensor | None = None,
         low: torch.dtype | None = None,
     ):
-        T = currents.shape[0]
-        rec_low = None if rec is None or low is None else rec.t().to(low)
-        like = {"dtype": currents.dtype, "device": currents.device}
-        vs = torch.empty(currents.shape, **like)
-        zs = torch.empty(currents.shape, **like)
-        soft = p.reset == "soft"
-        plain = _plain_heaviside(p.surrogate)
-        keep = None if soft else torch.empty(currents.shape[1:], **like)  # 1 - z[t-1]
-        v_prev, z_prev = v0, z0
-        for t in range(T):
-            v = vs[t]
-            if rec is None:
-                c = currents[t]
-            elif low is not None:  # the product in bf16, added into the float32 potential
-                c = torch.add(currents[t], torch.mm(z_prev.to(low), rec_low), out=v)
-            else:
-                c = torch.addmm(currents[t], z_prev, rec.t(), out=v)
-            if soft:
-                if c is v:
-                    v.add_(v_prev, alpha=p.alpha)
-                else:
-                    torch.add(c, v_prev, alpha=p.alpha, out=v)
-                v.sub_(z_prev, alpha=p.theta)
-            else:
-                torch.neg(z_prev, out=keep).add_(1.0)  # 1 - z, exactly
-                if c is v:
-                    v.addcmul_(v_prev, keep, value=p.alpha)
-                else:
-                    torch.addcmul(c, v_prev, keep, value=p.alpha, out=v)
-            if plain:
-                torch.ge(v, p.theta, out=zs[t])
-            else:
-                zs[t] = p.surrogate.heaviside(v - p.theta)
-            v_prev, z_prev = v, zs[t]
+        vs = torch.empty(currents.shape, dtype=currents.dtype, device=currents.device)
+        zs, _ = _advance(p, currents, rec, v0, z0, low, vs)
         ctx.mark_non_differentiable(vs)
         # No zero gradient is materialised for the potentials output (a full-size fill per call).
         ctx.set_materialize_grads(False)
@@ -249,14 +272,30 @@ def scan(
     bf16 currents (products computed under bf16 autocast, :mod:`spikebench.precision`) are taken into
     float32: potentials, spikes and gradients are float32, and the recurrent products of both passes
     take bf16 operands (accumulated in float32) as the other products do.
+
+    Inference (no gradient enabled, or neither ``currents`` nor ``rec`` requiring one) runs the same
+    recursion outside autograd, keeping only the last potential (and, under bf16, taking each step's
+    currents into float32 as it reaches them): the same spikes and final state, bit for bit, with no
+    [T, B, N] potentials or float32 copy of the currents allocated.
     """
     low = None
+    inference = not torch.is_grad_enabled() or not (
+        currents.requires_grad or (rec is not None and rec.requires_grad)
+    )
     if currents.dtype in LOW:  # a time-constant current (broadcast over T) stays broadcast
         low = currents.dtype
         constant = currents.shape[0] > 1 and currents.stride(0) == 0
-        currents = currents[:1].float().expand(currents.shape) if constant else currents.float()
+        if constant:
+            currents = currents[:1].float().expand(currents.shape)
+        elif not inference:  # (inference takes each step's currents into float32 as it reaches it)
+            currents = currents.float()
     if state is None:
-        state = zero_state(currents.shape[1], currents.shape[2], device=currents.device, dtype=currents.dtype)
+        dtype = torch.float32 if currents.dtype in LOW else currents.dtype
+        state = zero_state(currents.shape[1], currents.shape[2], device=currents.device, dtype=dtype)
+    if inference:  # no autograd node, no potentials kept for a backward pass
+        v0 = state.v.detach()
+        zs, v = _advance(p, currents, rec, v0, state.z.detach(), low)
+        return zs, LIFState(v if v is not v0 else v.clone(), zs[-1])
     zs, vs = _LIFScan.apply(currents, rec, state.v.detach(), state.z.detach(), p, rec_backward, low)
     # A copy, not a view: the backward pass may reuse the potentials' buffer for the gradient.
     return zs, LIFState(vs[-1].detach().clone(), zs[-1].detach())
