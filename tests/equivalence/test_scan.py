@@ -150,3 +150,73 @@ def test_network_continues_from_state():
     a = net(x[:3])
     b = net(x[3:], a.state)
     torch.testing.assert_close(torch.cat([a.readout, b.readout]), full.readout)
+
+
+def _inference_cases():
+    """Every branch of the recursion, in float32 (what attacks and evaluation run) and float64."""
+    for reset, detach, rec in CASES:
+        for surrogate in (FastSigmoid(2.0), Triangle(0.7)):
+            for dtype in (torch.float32, torch.float64):
+                yield LIFParams(alpha=0.8, reset=reset, detach_reset=detach, surrogate=surrogate), rec, dtype
+    yield LIFParams(surrogate=SmoothSpike(3.0)), True, torch.float32  # a spike function of its own
+
+
+@pytest.mark.parametrize("p,use_rec,dtype", list(_inference_cases()))
+@pytest.mark.parametrize("given_state", [False, True])
+def test_inference_scan_equals_training_scan_bit_for_bit(p, use_rec, dtype, given_state):
+    """Without gradients the scan runs outside autograd and keeps no potentials: the spikes and final
+    state are those of the autograd path (which the tests above check against the step loop), exactly."""
+    cur, rec, s0, _ = _inputs(T=9, B=5, N=6, seed=3)
+    cur, rec, s0 = cur.detach().to(dtype), rec.detach().to(dtype), LIFState(s0.v.to(dtype), s0.z.to(dtype))
+    r, state = (rec if use_rec else None), (s0 if given_state else None)
+    z_train, s_train = scan(p, cur.clone().requires_grad_(True), r, state)
+    assert z_train.grad_fn is not None  # the autograd path
+    with torch.no_grad():
+        z_inf, s_inf = scan(p, cur, r, state)
+    z_nograd_inputs, _ = scan(p, cur, r, state)  # gradients enabled, nothing requires one
+    assert z_inf.grad_fn is None and z_inf.dtype == dtype
+    for a in (z_inf, z_nograd_inputs):
+        assert torch.equal(a, z_train.detach())
+    assert torch.equal(s_inf.v, s_train.v) and torch.equal(s_inf.z, s_train.z)
+    assert 0 < z_train.sum() < z_train.numel()
+    if given_state:
+        assert torch.equal(s0.v, _inputs(T=9, B=5, N=6, seed=3)[2].v.to(dtype))  # the state is not written
+
+
+@pytest.mark.parametrize("use_rec", [False, True])
+def test_inference_scan_under_bf16_equals_training_scan(use_rec):
+    """bf16 currents (autocast products): inference takes each step's currents into float32 as it
+    reaches them instead of copying all of them first; the spikes and state are the same, bit for bit."""
+    from spikebench.precision import bf16_supported, compute
+
+    if not bf16_supported("cpu"):
+        pytest.skip("this CPU has no bf16")
+    g = torch.Generator().manual_seed(4)
+    layer = torch.nn.Linear(8, 6)
+    x = torch.rand(10, 5, 8, generator=g) * 2
+    rec = torch.randn(6, 6, generator=g) * 0.5 if use_rec else None
+    with compute("bf16", "cpu"):
+        z_train, s_train = scan(LIFParams(), layer(x.clone().requires_grad_(True)), rec)
+        with torch.no_grad():
+            currents = layer(x)
+            assert currents.dtype == torch.bfloat16 and currents.stride(0) != 0
+            z_inf, s_inf = scan(LIFParams(), currents, rec)
+    assert z_inf.dtype == s_inf.v.dtype == torch.float32
+    assert torch.equal(z_inf, z_train.detach()) and torch.equal(s_inf.v, s_train.v)
+    assert 0 < z_inf.sum() < z_inf.numel()
+
+
+def test_inference_scan_keeps_no_potentials():
+    """Inference allocates the spikes and two [B, N] potentials, not the [T, B, N] potentials the
+    backward pass needs (nor, under bf16, a float32 copy of the currents)."""
+    from spikebench.train.tensor_memory import TensorMemory
+
+    T, B, N = 50, 8, 32
+    cur = torch.rand(T, B, N) * 1.6
+    with torch.no_grad(), TensorMemory() as tm:
+        z, _ = scan(LIFParams(), cur)
+    full = T * B * N * 4
+    assert full <= tm.peak_bytes <= full + 4 * B * N * 4  # spikes + [B, N] buffers
+    with TensorMemory() as tm:
+        scan(LIFParams(), cur.clone().requires_grad_(True))
+    assert tm.peak_bytes >= 3 * full  # the clone, spikes and potentials: what inference saves

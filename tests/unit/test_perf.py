@@ -204,6 +204,9 @@ def test_tiny_run_end_to_end(monkeypatch):
         protocol_cap_s=1e-9,  # the third size is skipped by its time estimate
         gemm_n=32,
         threads=1,
+        attack_samples=4,
+        attack_queries=3,
+        attack_steps=2,
     )
     threads = torch.get_num_threads()
     rec = run_perf(opts)
@@ -233,8 +236,16 @@ def test_tiny_run_end_to_end(monkeypatch):
     assert [r["library"] for r in sizes[0]["results"]] == ["spikebench"]
     assert "results" in sizes[1] and "skipped" in sizes[2]
     assert "snntorch is not installed" in rec["network_vs_snntorch"]["note"]
+    attacks = {r["attack"]: r for r in rec["attacks"]["rows"]}
+    assert set(attacks) == {"square", "nes", "spsa", "pgd"}
+    for name, r in attacks.items():
+        for p in rec["attacks"]["precisions"]:
+            # at least one call per sample, at most the budget (PGD: one gradient per step)
+            budget = 4 * (2 if name == "pgd" else 3)
+            assert 0 < r[p]["calls"] <= budget and r[p]["calls_per_second"] > 0
     text = format_report(rec)
     assert "Open Neuromorphic protocol" in text and "bptt" in text
+    assert "calls/s fp32" in text and "spsa" in text
 
 
 @pytest.mark.parametrize(
@@ -255,3 +266,37 @@ def test_cli_perf_usage_errors(argv, message, capsys, tmp_path, monkeypatch):
 def test_cli_perf_unwritable_out(capsys, tmp_path):
     assert main(["perf", "--out", str(tmp_path / "missing" / "perf.json")]) == 2
     assert "not a writable directory" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not peers.peer_info("snntorch").available, reason="snnTorch is not installed")
+def test_snntorch_network_timed_beside_bptt_in_every_precision():
+    """(a') times bptt and the snnTorch network in each precision in the same rounds; the side-by-side
+    table shows the snnTorch network and the bptt / snnTorch ratio in fp32 and bf16."""
+    from spikebench.perf.report import _snntorch_rows
+
+    opts = PerfOptions(repeats=1, min_repeats=1, warmup=0, batch=4, timesteps=(3,))
+    net = harness.measure_network_vs_snntorch(opts, torch.device("cpu"), lambda msg: None)
+    timed = ["fp32", "bf16"] if bf16_supported("cpu") else ["fp32"]
+    assert list(net["precisions"]) == timed
+    for p in timed:
+        entry = net["precisions"][p]
+        assert entry["snntorch"]["samples_per_second"] > 0 and entry["speedup"] > 0
+        ratio = entry["snntorch"]["median_s"] / entry["spikebench"]["median_s"]
+        assert entry["speedup"] == pytest.approx(ratio)
+    assert net["speedup"] == net["precisions"]["fp32"]["speedup"]  # the fp32 numbers at the top level
+    rows = _snntorch_rows(net)
+    if bf16_supported("cpu"):
+        assert [r[0] for r in rows] == ["snnTorch network", "bptt / snnTorch"]
+        assert rows[1][3] == f"{net['precisions']['fp32']['speedup']:.2f}x"
+        assert rows[1][4] == f"{net['precisions']['bf16']['speedup']:.2f}x"
+    else:
+        assert rows == []
+
+
+def test_perf_options_refuse_unknown_attack_and_bad_budget():
+    from spikebench.registry import UnknownNameError
+
+    with pytest.raises(UnknownNameError):
+        PerfOptions(attacks=("nope",))
+    with pytest.raises(harness.ConfigError, match="attack samples"):
+        PerfOptions(attack_queries=0)

@@ -147,18 +147,17 @@ class Square(Attack):
         x: Tensor, best: Tensor, threat: ThreatModel, sh: int, sw: int, gen: torch.Generator
     ) -> Tensor:
         """Set one square of the perturbation to +-eps per channel (the sign flipped where that would
-        leave the sample unchanged)."""
+        leave the sample unchanged). The square is written twice, the second time with the flipped
+        signs (the same values where none flipped), so that no sample's test is read back."""
         n, C, H, W = x.shape
         r, c = _randint(H - sh + 1, gen), _randint(W - sw + 1, gen)
         window = (slice(None), slice(None), slice(r, r + sh), slice(c, c + sw))
         signs = threat.eps * _signs((n, C, 1, 1), gen, x)
-        for _ in range(2):
-            cand = best.clone()
-            cand[window] = threat.clip(x[window] + signs)
-            same = (cand[window] - best[window]).abs().flatten(1).amax(1) < 1e-7
-            if not same.any():
-                break
-            signs = torch.where(same[:, None, None, None], -signs, signs)
+        cand = best.clone()
+        cand[window] = threat.clip(x[window] + signs)
+        same = (cand[window] - best[window]).abs().flatten(1).amax(1) < 1e-7
+        signs = torch.where(same[:, None, None, None], -signs, signs)
+        cand[window] = threat.clip(x[window] + signs)
         return cand
 
     @staticmethod

@@ -1,6 +1,6 @@
 """``spikebench perf``: what training costs, measured in one process, beside peer libraries.
 
-Four measurements (all on random data of Fashion-MNIST shape; no dataset is read):
+Five measurements (all on random data of Fashion-MNIST shape; no dataset is read):
 
 (a) **Rules.** For every registered rule, the default network (784-256-256-10, feed-forward, and in
     full mode also recurrent) trained with real ``rule.train_batch`` calls and the real optimiser:
@@ -8,7 +8,8 @@ Four measurements (all on random data of Fashion-MNIST shape; no dataset is read
     training memory (:func:`spikebench.train.tensor_memory.measure_peak`) at those T, plus at
     ``long_timesteps`` for the online rules and ``bptt`` (memory that does or does not grow with T).
 (a') **Network vs snnTorch.** The same network and BPTT built from snnTorch layers
-    (:class:`~spikebench.perf.peers.SnnTorchMLP`) against spikebench's ``bptt``, timed alternately.
+    (:class:`~spikebench.perf.peers.SnnTorchMLP`) against spikebench's ``bptt``, timed alternately, in
+    fp32 and bf16.
 (b) **Open Neuromorphic SNN library benchmark protocol.** One Linear + one LIF layer, batch 16,
     T = 500, forward + backward with loss = sum of the output spikes, for n in ``protocol_sizes``
     neurons (= input features), for spikebench and each installed peer, timed alternately (every
@@ -18,6 +19,13 @@ Four measurements (all on random data of Fashion-MNIST shape; no dataset is read
 (c) **GEMM efficiency.** This machine's dense float32 matrix-product rate (``gemm_n``^3, median) and
     the fraction of it that ``bptt`` training reaches, counting its dense products
     (:func:`training_flops`).
+(d) **Attack throughput.** Square, NES, SPSA and PGD on ``attack_samples`` random inputs of the default
+    network (untrained; the labels are its own predictions, so every sample starts correct), in fp32
+    and bf16 alternately: model calls per second as the attack counts them (a forward pass of one
+    sample for the query attacks, a forward and backward pass of one sample for PGD).
+
+(a') and (a) time fp32 and bf16 side by side (bf16 where the device supports it), so the rules and the
+snnTorch network appear in one table with the ratio of ``bptt`` to snnTorch in each precision.
 
 The library returns plain data (:func:`run_perf`); the CLI prints it (:mod:`spikebench.perf.report`).
 """
@@ -40,6 +48,7 @@ import torch.nn.functional as F
 
 import spikebench
 from spikebench import components
+from spikebench.attacks import ATTACKS, AttackOptions, Classifier, ExactGradient, Target, ThreatModel
 from spikebench.config import Config, ConfigError, DataConfig, ModelConfig, RuleConfig, TrainConfig
 from spikebench.dynamics.lif import LIFParams
 from spikebench.nn.network import Network
@@ -70,6 +79,8 @@ class PerfOptions:
     ``threads``: torch intra-op threads (None: torch's default). Protocol sizes above
     ``protocol_uncapped_n`` are skipped when their estimated time exceeds ``protocol_cap_s``; peak
     memory of the protocol is measured up to ``protocol_memory_max_n`` (one extra call per library).
+    (d) runs each of ``attacks`` on ``attack_samples`` inputs at L-inf ``attack_eps`` with a budget of
+    ``attack_queries`` model calls per sample (query attacks) or ``attack_steps`` steps (gradient attacks).
     """
 
     repeats: int = 5
@@ -90,7 +101,12 @@ class PerfOptions:
     protocol_uncapped_n: int = 4096
     protocol_cap_s: float = 300.0
     gemm_n: int = 2048
-    precisions: tuple[str, ...] = ("fp32", "bf16")  # (a): bf16 beside fp32 where the device supports it
+    precisions: tuple[str, ...] = ("fp32", "bf16")  # (a), (a'), (d): bf16 beside fp32 where supported
+    attacks: tuple[str, ...] = ("square", "nes", "spsa", "pgd")
+    attack_samples: int = 500  # the attack runner's batch
+    attack_queries: int = 100
+    attack_steps: int = 20
+    attack_eps: float = 0.03
 
     @classmethod
     def quick(cls, repeats: int | None = None) -> PerfOptions:
@@ -102,6 +118,8 @@ class PerfOptions:
             recurrent=(False,),
             protocol_sizes=(512, 4096),
             protocol_memory_max_n=512,
+            attack_samples=200,
+            attack_queries=50,
         )
 
     def __post_init__(self) -> None:
@@ -111,6 +129,10 @@ class PerfOptions:
             raise ConfigError(f"perf: threads must be >= 1, got {self.threads}")
         if not self.precisions or not set(self.precisions) <= {"fp32", "bf16"}:
             raise ConfigError(f"perf: precisions must be fp32 and/or bf16, got {list(self.precisions)}")
+        for name in self.attacks:
+            ATTACKS.get(name)  # an unknown attack is an error before anything runs
+        if min(self.attack_samples, self.attack_queries, self.attack_steps) < 1 or not self.attack_eps > 0:
+            raise ConfigError("perf: attack samples, queries and steps must be >= 1 and eps > 0")
 
 
 @dataclass
@@ -211,16 +233,23 @@ def _config(rule: str, T: int, batch: int, recurrent: bool, device: str) -> Conf
     return cfg
 
 
+def timed_precisions(opts: PerfOptions, device: torch.device) -> tuple[list[str], list[str]]:
+    """The precisions of ``opts.precisions`` this device can time (bf16 where it is supported; fp32 if
+    none is left), and a note for each one skipped."""
+    timed = [p for p in opts.precisions if p == "fp32" or bf16_supported(device)]
+    notes = (
+        [] if timed == list(opts.precisions) else [f"bf16 skipped: this {device.type} has no bf16 support"]
+    )
+    return timed or ["fp32"], notes
+
+
 def measure_rules(opts: PerfOptions, device: torch.device, progress: Progress) -> dict[str, Any]:
     """(a): throughput and peak memory of every rule (see the module docstring). With ``bf16`` among
     ``opts.precisions`` (and the device supporting it), the same rule in bf16 (an equal network and
     batch) is timed alternately with fp32 in the same rounds: ``samples_per_second_bf16`` and
     ``bf16_speedup`` beside the row's float32 numbers; memory is measured in the first precision."""
-    timed = [p for p in opts.precisions if p == "fp32" or bf16_supported(device)]
-    notes = (
-        [] if timed == list(opts.precisions) else [f"bf16 skipped: this {device.type} has no bf16 support"]
-    )
-    first = timed[0] if timed else "fp32"
+    timed, notes = timed_precisions(opts, device)
+    first = timed[0]
     names = (
         list(opts.rules)
         if opts.rules is not None
@@ -242,7 +271,7 @@ def measure_rules(opts: PerfOptions, device: torch.device, progress: Progress) -
                     skipped.append({"rule": name, "recurrent": recurrent, "T": T, "note": str(exc)})
                     break
                 progress(f"rules: {tag}")
-                trainers = {p: _Trainer(cfg, device, precision=p) for p in timed or ["fp32"]}
+                trainers = {p: _Trainer(cfg, device, precision=p) for p in timed}
                 trainer = trainers[first]
                 row: dict[str, Any] = {"rule": name, "online": online, "recurrent": recurrent, "T": T}
                 row["memory_in_T"] = cls.locality.memory
@@ -303,41 +332,57 @@ def memory_growth(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class _SnnTorchTrainer:
-    """BPTT of :class:`SnnTorchMLP` (same loss, optimiser, data and initial weights as ``bptt``)."""
+    """BPTT of :class:`SnnTorchMLP` (same loss, optimiser, data and initial weights as ``bptt``), its
+    forward and backward pass under the precision's autocast (:func:`spikebench.precision.compute`)."""
 
     def __init__(self, ref: _Trainer, cfg: Config) -> None:
         self.model = SnnTorchMLP(ref.net).to(ref.x.device)
         self.opt = make_optimizer(cfg.train, self.model.parameters())
         self.x, self.y, self.T = ref.x, ref.y, cfg.data.timesteps
+        self.device, self.precision = ref.device, ref.precision
 
     def __call__(self) -> None:
         self.opt.zero_grad(set_to_none=True)
-        readout = self.model(self.x.unsqueeze(0).expand(self.T, *self.x.shape))
-        F.cross_entropy(readout.mean(0), self.y).backward()
+        with compute(self.precision, self.device):
+            readout = self.model(self.x.unsqueeze(0).expand(self.T, *self.x.shape))
+            F.cross_entropy(readout.mean(0), self.y).backward()
         self.opt.step()
 
 
 def measure_network_vs_snntorch(
     opts: PerfOptions, device: torch.device, progress: Progress
 ) -> dict[str, Any]:
-    """(a'): samples/s of ``bptt`` on the default network, spikebench vs snnTorch layers, T = 25."""
+    """(a'): samples/s of ``bptt`` on the default network, spikebench vs snnTorch layers, T = the first
+    of ``opts.timesteps``, in every timed precision, all timed alternately in the same rounds. The
+    first precision's numbers are under ``spikebench`` / ``snntorch`` / ``speedup``; every precision's
+    under ``precisions[p]``."""
     T = opts.timesteps[0]
     info = peer_info("snntorch")
+    timed, _ = timed_precisions(opts, device)
     result: dict[str, Any] = {"T": T, "batch": opts.batch, "snntorch_version": info.version}
     cfg = _config("bptt", T, opts.batch, False, device.type)
-    ours = _Trainer(cfg, device)
-    fns: dict[str, Callable[[], object]] = {"spikebench": ours}
-    if info.available:
-        fns["snntorch"] = _SnnTorchTrainer(ours, cfg)
-    else:
+    fns: dict[str, Callable[[], object]] = {}
+    for precision in timed:
+        fns[f"spikebench {precision}"] = ours = _Trainer(cfg, device, precision=precision)
+        if info.available:
+            fns[f"snntorch {precision}"] = _SnnTorchTrainer(ours, cfg)
+    if not info.available:
         result["note"] = info.note
-    progress(f"network: bptt 784-256-256-10, T={T}, spikebench vs snnTorch")
+    progress(f"network: bptt 784-256-256-10, T={T}, spikebench vs snnTorch, {', '.join(timed)}")
     timings = time_calls(fns, device, opts)
-    for k, timing in timings.items():
-        result[k] = {**timing.to_dict(), "samples_per_second": opts.batch / timing.median_s}
-    if "snntorch" in timings:
-        result["speedup"] = timings["snntorch"].median_s / timings["spikebench"].median_s
-        result["speedup_cpu_time"] = _cpu(timings["snntorch"]) / _cpu(timings["spikebench"])
+    result["precisions"] = {}
+    for precision in timed:
+        entry: dict[str, Any] = {}
+        for lib in ("spikebench", "snntorch"):
+            if f"{lib} {precision}" in timings:
+                timing = timings[f"{lib} {precision}"]
+                entry[lib] = {**timing.to_dict(), "samples_per_second": opts.batch / timing.median_s}
+        if "snntorch" in entry:
+            ours_t, theirs = timings[f"spikebench {precision}"], timings[f"snntorch {precision}"]
+            entry["speedup"] = theirs.median_s / ours_t.median_s
+            entry["speedup_cpu_time"] = _cpu(theirs) / _cpu(ours_t)
+        result["precisions"][precision] = entry
+    result.update(result["precisions"][timed[0]])
     return result
 
 
@@ -512,6 +557,70 @@ def efficiency(rules: dict[str, Any], gemm: dict[str, Any], opts: PerfOptions) -
 
 
 # ---------------------------------------------------------------------------------------------
+# (d) attack throughput
+
+
+class _AttackCall:
+    """One attack on a fixed batch in one precision. Every call starts from the same generator state,
+    so every call does the same work; ``calls`` holds the model calls the last one spent."""
+
+    def __init__(
+        self, name: str, target: Target, x: torch.Tensor, y: torch.Tensor, opts: PerfOptions, precision: str
+    ) -> None:
+        options = AttackOptions(queries=opts.attack_queries, steps=opts.attack_steps)
+        self.attack, self.target, self.x, self.y = ATTACKS.get(name)(options), target, x, y
+        self.threat, self.precision = ThreatModel("linf", opts.attack_eps), precision
+        self.calls = 0
+
+    def __call__(self) -> None:
+        gen = torch.Generator(self.x.device).manual_seed(0)
+        with compute(self.precision, self.x.device):
+            result = self.attack.perturb(self.target, self.x, self.y, self.threat, gen)
+        self.calls = int(result.queries.sum())
+
+
+def measure_attacks(opts: PerfOptions, device: torch.device, progress: Progress) -> dict[str, Any]:
+    """(d): model calls per second of each of ``opts.attacks`` on the default network (see the module
+    docstring), every timed precision of an attack alternately in the same rounds."""
+    timed, notes = timed_precisions(opts, device)
+    T = opts.timesteps[0]
+    cfg = _config("bptt", T, opts.batch, False, device.type)
+    torch.manual_seed(0)
+    net = components.build_network(cfg.model, INPUT_SHAPE, N_CLASSES).to(device)
+    model = Classifier(net, components.build_encoding(cfg, torch.Generator(device).manual_seed(1)))
+    x = torch.rand(opts.attack_samples, *INPUT_SHAPE, generator=torch.Generator().manual_seed(0)).to(device)
+    y = model(x).argmax(1)  # the network's own predictions: every sample starts correct
+    rows = []
+    for name in opts.attacks:
+        kind = ATTACKS.get(name).kind
+        target = Target(model, ExactGradient(model) if kind == "gradient" else None)
+        calls = {p: _AttackCall(name, target, x, y, opts, p) for p in timed}
+        budget = f"{opts.attack_steps} steps" if kind == "gradient" else f"{opts.attack_queries} queries"
+        progress(f"attacks: {name} ({budget}) on {opts.attack_samples} samples, {', '.join(timed)}")
+        timings = time_calls(dict(calls), device, opts)
+        row: dict[str, Any] = {"attack": name, "kind": kind}
+        for p in timed:
+            row[p] = {
+                **timings[p].to_dict(),
+                "calls": calls[p].calls,
+                "calls_per_second": calls[p].calls / timings[p].median_s,
+            }
+        if "bf16" in row and "fp32" in row:
+            row["bf16_speedup"] = row["bf16"]["calls_per_second"] / row["fp32"]["calls_per_second"]
+        rows.append(row)
+    return {
+        "T": T,
+        "samples": opts.attack_samples,
+        "eps": opts.attack_eps,
+        "queries": opts.attack_queries,
+        "steps": opts.attack_steps,
+        "precisions": timed,
+        "notes": notes,
+        "rows": rows,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # the whole run
 
 
@@ -540,7 +649,7 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 def run_perf(opts: PerfOptions, progress: Progress | None = None) -> dict[str, Any]:
-    """Run all four measurements and return them as one JSON-ready record (schema ``PERF_SCHEMA``)."""
+    """Run all five measurements and return them as one JSON-ready record (schema ``PERF_SCHEMA``)."""
     say = progress or (lambda msg: log.info(msg))
     device = components.resolve_device(opts.device)
     threads = torch.get_num_threads()
@@ -565,6 +674,7 @@ def _run(opts: PerfOptions, device: torch.device, say: Progress) -> dict[str, An
     record["network_vs_snntorch"] = measure_network_vs_snntorch(opts, device, say)
     record["rules"] = measure_rules(opts, device, say)
     record["efficiency"] = efficiency(record["rules"], record["gemm"], opts)
+    record["attacks"] = measure_attacks(opts, device, say)
     record["protocol"] = measure_protocol(opts, device, say)
     record["environment"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     record["seconds"] = time.time() - started

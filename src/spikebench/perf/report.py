@@ -28,6 +28,27 @@ def _busy(timing: dict[str, Any]) -> str:
     return "*" if wall and cpu is not None and cpu < 0.6 * wall else ""
 
 
+def _snntorch_rows(net: dict[str, Any]) -> list[list[str]]:
+    """Rows of the side-by-side table for the snnTorch network and the bptt / snnTorch ratio (both
+    precisions timed), from the network comparison ``net``; none where one is missing."""
+    by = net.get("precisions", {})
+    if not {"fp32", "bf16"} <= set(by) or not all("snntorch" in by[p] for p in ("fp32", "bf16")):
+        return []
+    fp32, bf16 = by["fp32"]["snntorch"], by["bf16"]["snntorch"]
+    T = str(net["T"])
+    return [
+        [
+            "snnTorch network",
+            "ff",
+            T,
+            f"{fp32['samples_per_second']:.0f}",
+            f"{bf16['samples_per_second']:.0f}",
+            f"{fp32['median_s'] / bf16['median_s']:.2f}x",
+        ],
+        ["bptt / snnTorch", "ff", T, f"{by['fp32']['speedup']:.2f}x", f"{by['bf16']['speedup']:.2f}x", ""],
+    ]
+
+
 def format_report(rec: dict[str, Any]) -> str:
     """The perf record ``rec`` (from :func:`spikebench.perf.run_perf`) as text tables."""
     env = rec["environment"]
@@ -48,20 +69,24 @@ def format_report(rec: dict[str, Any]) -> str:
     net = rec["network_vs_snntorch"]
     lines += ["", f"Default network 784-256-256-10, BPTT, T={net['T']}, batch {net['batch']}:"]
     rows = []
-    for key, label in (
-        ("spikebench", "spikebench bptt"),
-        ("snntorch", f"snnTorch {net.get('snntorch_version')}"),
-    ):
-        if key in net:
-            t = net[key]
-            rows.append([label, f"{t['samples_per_second']:.0f}", f"{t['median_s'] * 1e3:.1f}{_busy(t)}"])
+    by = net.get("precisions") or {"fp32": net}  # records before bf16 was timed here: fp32 only
+    for precision, entry in by.items():
+        for key, label in (
+            ("spikebench", "spikebench bptt"),
+            ("snntorch", f"snnTorch {net.get('snntorch_version')}"),
+        ):
+            if key in entry:
+                t = entry[key]
+                cells = [f"{t['samples_per_second']:.0f}", f"{t['median_s'] * 1e3:.1f}{_busy(t)}"]
+                rows.append([f"{label} {precision}", *cells])
     lines += _table(["", "samples/s", "ms/batch"], rows)
-    if "speedup" in net:
-        lines.append(
-            f"  spikebench is {net['speedup']:.2f}x the samples/s of snnTorch "
-            f"({net['speedup_cpu_time']:.2f}x by process CPU time)"
-        )
-    elif net.get("note"):
+    for precision, entry in by.items():
+        if "speedup" in entry:
+            lines.append(
+                f"  {precision}: spikebench is {entry['speedup']:.2f}x the samples/s of snnTorch "
+                f"({entry['speedup_cpu_time']:.2f}x by process CPU time)"
+            )
+    if net.get("note"):
         lines.append(f"  snnTorch skipped: {net['note']}")
 
     rules = rec["rules"]
@@ -97,24 +122,49 @@ def format_report(rec: dict[str, Any]) -> str:
     bf16 = [r for r in rules["rows"] if "samples_per_second_bf16" in r]
     if bf16:
         lines += ["", "fp32 and bf16 side by side (timed alternately in the same rounds): samples/s"]
-        lines += _table(
-            ["rule", "net", "T", "fp32", "bf16", "bf16 / fp32"],
+        rows = [
             [
-                [
-                    r["rule"],
-                    "rec" if r["recurrent"] else "ff",
-                    str(r["T"]),
-                    f"{r['samples_per_second']:.0f}",
-                    f"{r['samples_per_second_bf16']:.0f}",
-                    f"{r['bf16_speedup']:.2f}x",
-                ]
-                for r in bf16
-            ],
-        )
+                r["rule"],
+                "rec" if r["recurrent"] else "ff",
+                str(r["T"]),
+                f"{r['samples_per_second']:.0f}",
+                f"{r['samples_per_second_bf16']:.0f}",
+                f"{r['bf16_speedup']:.2f}x",
+            ]
+            for r in bf16
+        ]
+        lines += _table(["rule", "net", "T", "fp32", "bf16", "bf16 / fp32"], rows + _snntorch_rows(net))
+        if _snntorch_rows(net):
+            lines.append(
+                "  the snnTorch network and the bptt / snnTorch ratio: bptt and snnTorch timed together "
+                "(the network comparison above)"
+            )
     for note in rules.get("notes", []):
         lines.append(f"  {note}")
     for s in rules["skipped"]:
         lines.append(f"  skipped {s['rule']} ({'rec' if s['recurrent'] else 'ff'}): {s['note']}")
+
+    attacks = rec.get("attacks")
+    if attacks and attacks["rows"]:
+        precisions = attacks["precisions"]
+        lines += [
+            "",
+            f"Attacks on the default network (untrained, T={attacks['T']}), {attacks['samples']} samples, L-inf "
+            f"eps {attacks['eps']:g}, {attacks['queries']} queries / {attacks['steps']} steps: model calls "
+            "per second (query attacks: forward passes of one sample; gradient attacks: forward + backward)",
+        ]
+        rows = []
+        for r in attacks["rows"]:
+            row = [r["attack"], r["kind"]]
+            row += [f"{r[p]['calls_per_second']:.0f}{_busy(r[p])}" for p in precisions]
+            row += [str(r[precisions[0]]["calls"])]
+            if "bf16_speedup" in r:
+                row.append(f"{r['bf16_speedup']:.2f}x")
+            rows.append(row)
+        header = ["attack", "kind", *(f"calls/s {p}" for p in precisions), f"calls ({precisions[0]})"]
+        lines += _table(header + (["bf16 / fp32"] if "bf16_speedup" in attacks["rows"][0] else []), rows)
+        for note in attacks.get("notes", []):
+            lines.append(f"  {note}")
 
     eff = rec["efficiency"]
     if eff["rows"]:
