@@ -754,7 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "perf",
-        help="measure training speed and memory of every rule, beside snnTorch, Norse and SpikingJelly",
+        help="measure training and attack speed and training memory, beside snnTorch, Norse and SpikingJelly",
     )
     p.add_argument("--quick", action="store_true", help="fewer repeats, feed-forward only, no n=16384")
     p.add_argument("--out", default="perf.json", help="JSON record to write (default: perf.json)")
@@ -763,7 +763,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="device (default cpu)")
     p.add_argument(
-        "--precisions", default="fp32,bf16", help="rules timed in these, side by side (default fp32,bf16)"
+        "--precisions",
+        default="fp32,bf16",
+        help="rules, the snnTorch network and attacks timed in these, side by side (default fp32,bf16)",
     )
     p.add_argument("--json", action="store_true", help="print the record as JSON instead of tables")
     p.set_defaults(func=cmd_perf)
