@@ -20,7 +20,7 @@ Five measurements (all on random data of Fashion-MNIST shape; no dataset is read
     the fraction of it that ``bptt`` training reaches, counting its dense products
     (:func:`training_flops`).
 (d) **Attack throughput.** Square, NES, SPSA and PGD on ``attack_samples`` random inputs of the default
-    network (untrained; the labels are its own predictions, so every sample starts correct), in fp32
+    network (untrained; the labels are its own fp32 predictions, so every sample starts correct), in fp32
     and bf16 alternately: model calls per second as the attack counts them (a forward pass of one
     sample for the query attacks, a forward and backward pass of one sample for PGD).
 
