@@ -42,6 +42,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("analysis / attacks / perf", ("spikebench.analysis", "spikebench.attacks", "spikebench.perf")),
     ("studies", ("spikebench.studies",)),
     ("report", ("spikebench.report",)),
+    ("study catalog", ("spikebench.studies.catalog",)),
     ("study run", ("spikebench.studies.run", "spikebench.studies.publish")),
     ("cli", ("spikebench.cli",)),
 ]

@@ -19,33 +19,14 @@ from spikebench.attacks.evidence import (
     worst_case,
 )
 from spikebench.io import atomic_write_text
-from spikebench.records import (
-    ANALYSIS_DIR,
-    PART_ATTACKS,
-    PART_BACKDOOR,
-    PART_RECURRENCE,
-    PART_RECURRENCE_MATCHED,
-    PART_RECURRENCE_SEQUENTIAL,
-    PART_SIMILARITY,
-    PART_TRADEOFF,
-    REFERENCE_RULE,
-    REPORT_DIR,
-    TUNING,
-)
+from spikebench.records import ANALYSIS_DIR, REFERENCE_RULE, REPORT_DIR
 from spikebench.report import plots
 from spikebench.report.controls import controls_section
 from spikebench.report.document import Block, Heading, Image, Para, Table, to_html, to_markdown
-from spikebench.report.efficiency import efficiency_section
 from spikebench.report.methods import header_blocks, methods_blocks
 from spikebench.report.records import RunRecord, Stat, StudyRecords, group, load_study, stat
-from spikebench.report.verdicts import (
-    C1_MARGIN,
-    DECIDING_COMMAND,
-    INCONCLUSIVE,
-    NOT_COMPUTED,
-    Verdict,
-    all_verdicts,
-)
+from spikebench.report.verdicts import DECIDING_COMMAND, INCONCLUSIVE, NOT_COMPUTED, Verdict
+from spikebench.studies.study import Claim, report_studies
 
 ATTACK_COLUMNS = [
     "pgd-exact",
@@ -422,24 +403,6 @@ def attacks_section(runs: list[RunRecord], backdoor: list[RunRecord], out: Path)
     return blocks
 
 
-#: the short name of each claim's test, for the summary
-SHORT_TEST = {
-    "C1": "similarity index between floor and ceiling; hierarchical bootstrap",
-    "C2": "Spearman rho; exact permutation p, Holm; seed bootstrap",
-    "C3": "paired worst-case robust accuracy; hierarchical bootstrap; sign-flip, Holm",
-    "C4.i": "paired rule-path overestimate; hierarchical bootstrap; sign-flip, Holm",
-    "C4.ii": "paired gap difference vs bptt; hierarchical bootstrap; sign-flip, Holm",
-}
-#: what each claim's effect measures, for its forest plot
-EFFECT_LABEL = {
-    "C1": "similarity index (0 = untrained floor, 1 = bptt ceiling)",
-    "C2": "Spearman rho (locality rank, accuracy)",
-    "C3": "recurrent - feed-forward robust accuracy",
-    "C4.i": "rule-path - exact/transfer robust accuracy",
-    "C4.ii": "(gradient-free - gradient) gap minus bptt's",
-}
-
-
 def _n_text(v: Verdict) -> str:
     return ", ".join(f"{val} {k}" for k, val in v.n.items() if val is not None) or "–"
 
@@ -459,9 +422,9 @@ def _effect_text(v: Verdict) -> str:
     return _with_ci(v.effect, v.ci95[0], v.ci95[1], seeds if isinstance(seeds, int) else None)
 
 
-def summary_blocks(verdicts: list[Verdict], quick: bool) -> list[Block]:
+def summary_blocks(verdicts: list[Verdict], claims: dict[str, Claim], quick: bool) -> list[Block]:
     """The report's first section: one line per claim (verdict, effect [95% CI], n, test) and, for a
-    quick study, the warning that it decides nothing."""
+    quick study, the warning that it decides nothing; ``claims``: the declarations by name."""
     blocks: list[Block] = [Heading("Summary")]
     if quick:
         blocks.append(
@@ -481,7 +444,7 @@ def summary_blocks(verdicts: list[Verdict], quick: bool) -> list[Block]:
                     f"**{v.status}**" + (f" ({v.reason})" if v.status == NOT_COMPUTED else ""),
                     _effect_text(v),
                     _n_text(v),
-                    SHORT_TEST.get(v.claim, ""),
+                    claims[v.claim].short_test,
                 ]
                 for v in verdicts
             ],
@@ -490,11 +453,13 @@ def summary_blocks(verdicts: list[Verdict], quick: bool) -> list[Block]:
     return blocks
 
 
-def verdict_blocks(verdicts: list[Verdict], out: Path) -> list[Block]:
+def verdict_blocks(verdicts: list[Verdict], claims: dict[str, Claim], out: Path) -> list[Block]:
     """Per claim: the statement, the stated test, the sentence, what would decide it, a forest plot of
-    the per-rule effects and their table."""
+    the per-rule effects and their table (or the claim's own table of per-rule results without an
+    interval); ``claims``: the declarations by name."""
     blocks: list[Block] = [Heading("Verdicts")]
     for v in verdicts:
+        claim = claims[v.claim]
         blocks.append(Heading(f"{v.claim}: {v.status}", 3))
         blocks.append(Para(f"**Claim.** {v.statement}"))
         blocks.append(
@@ -522,73 +487,47 @@ def verdict_blocks(verdicts: list[Verdict], out: Path) -> list[Block]:
                     ]
                 )
             blocks.append(Table(["rule", "effect [95% CI over seeds]", "seeds", "p (Holm)"], table))
-            null = 1 - C1_MARGIN if v.claim == "C1" else 0.0
             pooled = (v.effect, v.ci95[0], v.ci95[1]) if v.effect is not None and v.ci95 else None
             png = plots.forest(
                 f"{v.claim}: {v.status}",
                 rows,
                 pooled,
                 out / f"forest-{v.claim.replace('.', '-')}.png",
-                null=null,
-                margin=None if v.claim == "C1" else v.margin,
-                xlabel=EFFECT_LABEL.get(v.claim, "effect"),
+                null=claim.null,
+                margin=v.margin if claim.draw_margin else None,
+                xlabel=claim.effect_label,
             )
             if png:
                 blocks.append(Image(png, f"{v.claim} per-rule effects"))
-        elif v.claim == "C2" and v.per_rule:
-            blocks.append(
-                Table(
-                    [
-                        "rule",
-                        "locality rank",
-                        "accuracy (ff)",
-                        "accuracy (rec)",
-                        "train time (s)",
-                        "memory (MiB)",
-                    ],
-                    [
-                        [
-                            name,
-                            f"{d['rank']:g}",
-                            fmt_value(d.get("accuracy_ff")),
-                            fmt_value(d.get("accuracy_rec")),
-                            fmt_value(d.get("train_seconds")),
-                            fmt_value(d.get("memory_mib")),
-                        ]
-                        for name, d in v.per_rule.items()
-                    ],
-                )
-            )
+        elif claim.per_rule_table is not None and v.per_rule:
+            blocks.append(claim.per_rule_table(v))
     return blocks
 
 
 def build_blocks(records: StudyRecords, out: Path) -> tuple[list[Block], list[Verdict]]:
+    """The report: the summary and verdicts of the claims of the studies whose records are there (by
+    claim), then those studies' sections (in the order the study runs them), failures and methods."""
     m = records.manifest
-    verdicts = [reference_gate(v, records) for v in all_verdicts(records)]
-    parts = m.get("parts", {})
+    studies = report_studies(m["study"], m.get("parts", {}))
+    claims = {c.name: c for s in studies for c in s.claims}
+    verdicts = [
+        reference_gate(claims[name].decide(records), records, claims[name].compared_parts)
+        for name in sorted(claims)
+    ]
     ok = sum(r.ok for r in records.runs.values())
     quick = bool(m.get("settings", {}).get("mode", {}).get("quick"))
     blocks: list[Block] = [
         Heading(f"spikebench study: {m['study']}", 1),
-        *summary_blocks(verdicts, quick),
+        *summary_blocks(verdicts, claims, quick),
         *header_blocks(records, [(v.claim, v.decide or "") for v in verdicts]),
         Para(
             f"{ok} of {len(records.runs)} runs completed; {len(records.failed)} failed; "
             f"{len(records.missing)} not run."
         ),
-        *verdict_blocks(verdicts, out),
+        *verdict_blocks(verdicts, claims, out),
     ]
-    if PART_TRADEOFF in parts:
-        blocks += tradeoff_section(records.part(PART_TRADEOFF), out, records.analyses.get(TUNING))
-        blocks += efficiency_section(records.part(PART_TRADEOFF), out)
-    if PART_SIMILARITY in parts:
-        blocks += similarity_section(records, out)
-    if PART_RECURRENCE in parts:
-        blocks += recurrence_section(
-            records.part(PART_RECURRENCE) + records.part(PART_RECURRENCE_SEQUENTIAL), out
-        )
-    if PART_ATTACKS in parts:
-        blocks += attacks_section(records.part(PART_ATTACKS), records.part(PART_BACKDOOR), out)
+    for study in studies:
+        blocks += study.section(records, out)
     if records.failed:
         blocks.append(Heading("Failed runs"))
         blocks.append(Para("Failed runs are left out of every table and verdict above."))
@@ -628,11 +567,11 @@ def build_blocks(records: StudyRecords, out: Path) -> tuple[list[Block], list[Ve
     return blocks, verdicts
 
 
-def reference_gate(verdict: Verdict, records: StudyRecords) -> Verdict:
-    """A claim compared with bptt cannot be stated when a bptt run of its part is missing or corrupt, or
-    when none of them completed: its verdict becomes "not computed", with the runs named. (A failed run
-    is a result, listed as such; the others still decide.)"""
-    keys = {k for p in _claim_parts(verdict.claim) for k in records.manifest.get("parts", {}).get(p, [])}
+def reference_gate(verdict: Verdict, records: StudyRecords, parts: tuple[str, ...]) -> Verdict:
+    """A claim compared with bptt cannot be stated when a bptt run of its ``parts`` (the claim's
+    ``compared_parts``) is missing or corrupt, or when none of them completed: its verdict becomes "not
+    computed", with the runs named. (A failed run is a result, listed as such; the others still decide.)"""
+    keys = {k for p in parts for k in records.manifest.get("parts", {}).get(p, [])}
     bptt = [records.runs[k] for k in keys if k in records.runs and records.runs[k].rule == REFERENCE_RULE]
     missing = [r for r in bptt if r.status in ("missing", "corrupt")]
     if bptt and not any(r.ok for r in bptt):
@@ -650,16 +589,6 @@ def reference_gate(verdict: Verdict, records: StudyRecords) -> Verdict:
         reason=reason,
         sentence=f"not computed: {reason}",
     )
-
-
-def _claim_parts(claim: str) -> set[str]:
-    return {
-        "C1": {PART_SIMILARITY},
-        "C2": {PART_TRADEOFF},
-        "C3": {PART_RECURRENCE, PART_RECURRENCE_SEQUENTIAL, PART_RECURRENCE_MATCHED},
-        "C4.i": {PART_ATTACKS},
-        "C4.ii": {PART_ATTACKS},
-    }[claim]
 
 
 def _finite(x):

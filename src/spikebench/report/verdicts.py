@@ -10,7 +10,8 @@ stated margin. The decision is the same for all claims:
   reach 80% power for an effect the size of the margin, at the observed spread;
 - **not computed**: the records the claim needs are absent (``reason`` says which).
 
-Fewer than two seeds never decides a claim. Margins are the named constants below.
+Fewer than two seeds never decides a claim. Margins are the named constants below. Which study decides
+which claim, from which of its records, is declared with the study (:mod:`spikebench.studies.catalog`).
 """
 
 from __future__ import annotations
@@ -26,18 +27,8 @@ from scipy import stats as st
 from spikebench.analysis import stats
 from spikebench.analysis.controls import alignment_summary
 from spikebench.attacks import evidence
-from spikebench.records import (
-    PART_ATTACKS,
-    PART_RECURRENCE,
-    PART_RECURRENCE_MATCHED,
-    PART_RECURRENCE_SEQUENTIAL,
-    PART_SIMILARITY,
-    PART_TRADEOFF,
-    REFERENCE_RULE,
-    SIMILARITY_CONTROLS,
-    TUNING,
-)
-from spikebench.report.records import RunRecord, StudyRecords
+from spikebench.records import REFERENCE_RULE
+from spikebench.report.records import RunRecord
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_COMPUTED = (
     "supported",
@@ -745,30 +736,6 @@ def with_tuning(v: Verdict, tuning: dict[str, Any] | None) -> Verdict:
     return v
 
 
-def all_verdicts(records: StudyRecords) -> list[Verdict]:
-    """Every claim's verdict, for the parts the study ran."""
-    parts = set(records.manifest.get("parts", {}))
-    out = []
-    if PART_SIMILARITY in parts:
-        out.append(
-            c1_similarity(
-                records.analyses.get(SIMILARITY_CONTROLS), n_test_samples(records.part(PART_SIMILARITY))
-            )
-        )
-    if PART_TRADEOFF in parts:
-        out.append(with_tuning(c2_tradeoff(records.part(PART_TRADEOFF)), records.analyses.get(TUNING)))
-    if PART_RECURRENCE in parts:
-        out.append(
-            c3_recurrence(
-                records.part(PART_RECURRENCE) + records.part(PART_RECURRENCE_SEQUENTIAL),
-                records.part(PART_RECURRENCE_MATCHED),
-            )
-        )
-    if PART_ATTACKS in parts:
-        out += [c4_transport(records.part(PART_ATTACKS)), c4_gap(records.part(PART_ATTACKS))]
-    return out
-
-
 __all__ = [
     "ALPHA",
     "C1_MARGIN",
@@ -780,7 +747,6 @@ __all__ = [
     "NOT_SUPPORTED",
     "SUPPORTED",
     "Verdict",
-    "all_verdicts",
     "c1_similarity",
     "c2_tradeoff",
     "c3_recurrence",

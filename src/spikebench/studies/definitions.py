@@ -1,34 +1,25 @@
-"""The studies behind the paper's four claims (registry "study").
+"""The sizes of a study (:class:`Mode`) and the pieces its plan builders share; planning a study.
 
-Each study turns a base config (defaults + the user's ``--set`` overrides) and a :class:`Mode` into a
-:class:`~spikebench.studies.runner.Plan`: the grid of runs plus the jobs that attack or analyse them.
-``all`` is the union of the four; runs with equal resolved configs are shared (same key).
+Each study (declared in :mod:`spikebench.studies.catalog`, one file each, registry "study": see
+:mod:`spikebench.studies.study`) turns a base config (defaults + the user's ``--set`` overrides) and a
+:class:`Mode` into a :class:`~spikebench.studies.runner.Plan`: the grid of runs plus the jobs that attack
+or analyse them. ``all`` is the union of the four claim studies; runs with equal resolved configs are
+shared (same key).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from spikebench.config import Config, ModelConfig, to_dict
-from spikebench.records import (
-    PART_ATTACKS,
-    PART_BACKDOOR,
-    PART_RECURRENCE,
-    PART_RECURRENCE_MATCHED,
-    PART_RECURRENCE_SEQUENTIAL,
-    PART_SIMILARITY,
-    PART_TRADEOFF,
-    REFERENCE_RULE,
-)
-from spikebench.registry import Registry
 from spikebench.rules import RULES
 from spikebench.studies.grid import expand
 from spikebench.studies.jobs import AttackJob
 from spikebench.studies.runner import Plan, StudyError
+from spikebench.studies.study import STUDIES, declared_parts
 
 
 @dataclass(frozen=True)
@@ -178,10 +169,6 @@ QUICK_SWEEP: tuple[tuple[str, float], ...] = (("fast_sigmoid", 8.0),)
 FULL_TUNE_LRS: tuple[float, ...] = (0.5, 1.0, 2.0)
 
 
-Builder = Callable[[Plan, Config, Mode], None]
-STUDIES: Registry[Builder] = Registry("study")
-
-
 def rules() -> list[str]:
     """Every registered rule, from least to most local."""
     return sorted(RULES.names(), key=lambda n: RULES.get(n).locality.rank)
@@ -250,33 +237,6 @@ def add_blackbox_attacks(plan: Plan, keys: list[str], mode: Mode, attacks: tuple
             )
 
 
-@STUDIES.register("tradeoff")
-def tradeoff(plan: Plan, base: Config, mode: Mode) -> None:
-    """C2: every rule x {feed-forward, recurrent}: accuracy, time, memory, ordered by locality. With
-    ``mode.tune_lrs`` (and no ``--set train.lr``), each at the learning rate chosen on held-out training
-    images by the ``tuning`` part (:mod:`spikebench.studies.tuning`)."""
-    if mode.tune_lrs and "train.lr" not in mode.user_keys:
-        from spikebench.studies.tuning import add_tuning
-
-        add_tuning(plan, base, mode, rules(), grid)
-        return
-    plan.add_runs(PART_TRADEOFF, grid(base, mode, rule__name=rules(), model__recurrent=[False, True]))
-
-
-@STUDIES.register("similarity")
-def similarity(plan: Plan, base: Config, mode: Mode) -> None:
-    """C1: every rule with CKA, gradient-alignment and Fisher tracking during training, and bptt with at
-    least two seeds (even in quick mode, unless ``--set train.seed`` pins one), so that every network is
-    compared with bptt of another seed and bptt against bptt gives the ceiling
-    (:mod:`spikebench.analysis.controls`)."""
-    configs = grid(base, mode, rule__name=rules(), model__recurrent=[False])
-    seeds = {cfg.train.seed for cfg in configs}
-    if len(seeds) < 2 and "train.seed" not in mode.user_keys:  # a seed the user pinned stays the only one
-        extra = [s for s in range(2) if s not in seeds]
-        configs += grid(base, mode, rule__name=[REFERENCE_RULE], model__recurrent=[False], train__seed=extra)
-    plan.add_runs(PART_SIMILARITY, configs)
-
-
 #: input features per step of the static datasets (the parameter-matched twin is sized from them)
 STATIC_FEATURES = {"fashion-mnist": 28 * 28, "mnist": 28 * 28, "digits": 8 * 8}
 
@@ -318,76 +278,6 @@ def add_recurrence_attacks(plan: Plan, keys: list[str], mode: Mode) -> None:
     add_blackbox_attacks(plan, keys, mode, ("square", "gaussian-noise"))
 
 
-@STUDIES.register("recurrence")
-def recurrence(plan: Plan, base: Config, mode: Mode) -> None:
-    """C3: feed-forward vs recurrent under PGD/FGSM, Square and noise, on static and sequential data; and a
-    feed-forward twin with about the recurrent network's parameter count on the static data (the control
-    that separates recurrence from parameter count)."""
-    static = plan.add_runs(
-        PART_RECURRENCE, grid(base, mode, rule__name=rules(), model__recurrent=[False, True])
-    )
-    seq_rules = list(mode.seq_rules) if mode.seq_rules else rules()
-    seq_rules = [r for r in seq_rules if r in RULES]
-    sequential = plan.add_runs(
-        PART_RECURRENCE_SEQUENTIAL,
-        grid(
-            base,
-            mode,
-            data__name=["sequential-fashion-mnist"],
-            data__timesteps=[28],
-            rule__name=seq_rules,
-            model__recurrent=[False, True],
-        ),
-    )
-    keys = [static, sequential]
-    n_in = STATIC_FEATURES.get(base.data.name)
-    if base.model.arch == "mlp" and n_in is not None:
-        hidden = list(matched_hidden(base.model, n_in))
-        twins = [r for r in (mode.matched_rules or rules()) if r in RULES]
-        keys.append(
-            plan.add_runs(
-                PART_RECURRENCE_MATCHED,
-                grid(base, mode, rule__name=twins, model__recurrent=[False], model__hidden=[hidden]),
-            )
-        )
-    for k in keys:
-        add_recurrence_attacks(plan, k, mode)
-
-
-@STUDIES.register("attacks")
-def attacks(plan: Plan, base: Config, mode: Mode) -> None:
-    """C4: every rule under exact, rule and transfer gradients, gradient-free attacks, and backdoors."""
-    configs = grid(base, mode, rule__name=rules(), model__recurrent=[False])
-    keys = plan.add_runs(PART_ATTACKS, configs)
-    bptt_by_seed = {
-        cfg.train.seed: key for cfg, key in zip(configs, keys, strict=True) if cfg.rule.name == REFERENCE_RULE
-    }
-    transfer = {key: bptt_by_seed.get(cfg.train.seed) for cfg, key in zip(configs, keys, strict=True)}
-    add_gradient_attacks(plan, keys, mode, ("exact", "rule", "transfer"), transfer)
-    add_blackbox_attacks(plan, keys, mode, mode.blackbox)
-    seeds = {} if mode.backdoor_seeds is None else {"train__seed": list(range(mode.backdoor_seeds))}
-    if "train.seed" in mode.user_keys:
-        seeds = {}
-    plan.add_runs(
-        PART_BACKDOOR,
-        grid(
-            base,
-            mode,
-            rule__name=rules(),
-            model__recurrent=[False],
-            data__backdoor__fraction=[0.05],
-            **seeds,
-        ),
-    )
-
-
-@STUDIES.register("all")
-def all_claims(plan: Plan, base: Config, mode: Mode) -> None:
-    """C1-C4 together, sharing trained networks."""
-    for name in ("tradeoff", "similarity", "recurrence", "attacks"):
-        STUDIES.get(name)(plan, base, mode)
-
-
 def _value(data: dict, dotted: str) -> object:
     node: object = data
     for part in dotted.split("."):
@@ -419,9 +309,12 @@ def select_rules(plan: Plan, names: tuple[str, ...]) -> None:
 
 def plan_study(name: str, base: Config, mode: Mode, rules: tuple[str, ...] | None = None) -> Plan:
     """The plan of study ``name``; ``rules``: only those rules' runs (default: every registered rule)."""
-    builder = STUDIES.get(name)
+    study = STUDIES.get(name)
     plan = Plan(name, {"mode": mode.settings(), "base": to_dict(base)})
-    builder(plan, base, mode)
+    study(plan, base, mode)
+    undeclared = sorted(set(plan.parts) - declared_parts(study))
+    if undeclared:  # its records would be in no report section
+        raise StudyError(f"the {name} study writes the undeclared part(s) {', '.join(undeclared)}")
     check_user_keys(plan, base, mode.user_keys)
     if rules:
         select_rules(plan, rules)
