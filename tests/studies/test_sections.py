@@ -32,7 +32,7 @@ def scratch_studies(monkeypatch):
 
 
 def toy_section(records, out):
-    runs = records.part("toy")
+    runs = [r for r in records.part("toy") if r.ok]
     return [
         Heading("Toy: accuracy"),
         Para(f"{len(runs)} toy runs, best accuracy {max(r.summary['test_accuracy'] for r in runs)}."),

@@ -1,4 +1,10 @@
-"""Build a study's report (Markdown and self-contained HTML) from its records alone."""
+"""Build a study's report (Markdown and self-contained HTML) from its records alone.
+
+What the report holds comes from the study declarations (:mod:`spikebench.studies.study`): the verdicts
+of their claims and their sections, for the studies whose records are there. The sections of the four
+claim studies are built here, from the helpers they share; :mod:`spikebench.studies.catalog` wires each
+to its study.
+"""
 
 from __future__ import annotations
 
@@ -527,7 +533,8 @@ def build_blocks(records: StudyRecords, out: Path) -> tuple[list[Block], list[Ve
         *verdict_blocks(verdicts, claims, out),
     ]
     for study in studies:
-        blocks += study.section(records, out)
+        if study.section is not None:
+            blocks += study.section(records, out)
     if records.failed:
         blocks.append(Heading("Failed runs"))
         blocks.append(Para("Failed runs are left out of every table and verdict above."))
