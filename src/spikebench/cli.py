@@ -370,10 +370,9 @@ def _parse_surrogate(text: str | None) -> tuple[str, float | None] | None:
 def cmd_attack(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from spikebench.attacks import AttackOptions
+    from spikebench.attacks import AttackOptions, AttackRequest
     from spikebench.attacks.runner import attack_run
 
-    eps = _parse_eps(args.eps)
     for name in ("steps", "restarts", "queries", "eot", "n", "batch_size"):
         if getattr(args, name) < 1:
             raise CLIError(
@@ -387,8 +386,24 @@ def cmd_attack(args: argparse.Namespace) -> int:
         queries=args.queries,
         eot=args.eot,
     )
+    request = AttackRequest(
+        args.attack,
+        tuple(_parse_eps(args.eps)),
+        norm=args.norm,
+        grad_source=args.grad_source,
+        options=options,
+        n=args.n,
+        seed=args.seed,
+        surrogate=_parse_surrogate(args.surrogate),
+        sanity_eps=args.sanity_eps,
+        reference=not args.no_reference,
+        batch_size=args.batch_size,
+        source_run=Path(args.source_run) if args.source_run else None,
+        device=args.device,
+        precision=args.precision,
+    )
     bar = tqdm(
-        total=args.n * len(eps),
+        total=args.n * len(request.eps),
         desc=args.attack,
         unit="sample",
         disable=True if args.quiet else None,
@@ -396,25 +411,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         dynamic_ncols=True,
     )
     with bar:
-        report, path = attack_run(
-            Path(args.run_dir),
-            args.attack,
-            eps,
-            source_run=Path(args.source_run) if args.source_run else None,
-            device=args.device,
-            precision=args.precision,
-            norm=args.norm,
-            grad_source=args.grad_source,
-            options=options,
-            n=args.n,
-            seed=args.seed,
-            surrogate=_parse_surrogate(args.surrogate),
-            batch_size=args.batch_size,
-            reference=not args.no_reference,
-            sanity_eps=args.sanity_eps,
-            force=args.force,
-            progress=bar.update,
-        )
+        report, path = attack_run(Path(args.run_dir), request, force=args.force, progress=bar.update)
     if args.json:
         _print_json(report)
         return 0

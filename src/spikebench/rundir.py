@@ -9,6 +9,10 @@ streams, records; loadable with ``weights_only=True``) and ``summary.json`` (sch
 name. ``checksums.json``, written last, holds the SHA-256 of every other file, so that a damaged or
 changed record is detected before it is trusted. Training a run is :mod:`spikebench.train.run`; this
 module imports nothing of the training loop.
+
+Reading a finished run back (:func:`load_run`, for attacks, evaluation and analyses) rebuilds nothing of
+its training: it reads the config and checkpoint and only the test samples the caller asks for, and
+leaves every global random generator as it found it.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ import torch
 import spikebench
 from spikebench import components
 from spikebench.config import Config, from_dict, load_yaml, to_dict
-from spikebench.data import Dataset, load_dataset
-from spikebench.data.poison import BACKDOOR_STREAM, poison_dataset
+from spikebench.data import Dataset, InputDomain, Split, dataset_spec, input_domain, load_dataset, load_test
+from spikebench.data.poison import BACKDOOR_STREAM, poison_dataset, triggered_test
 from spikebench.io import atomic_torch_save
 from spikebench.nn import Network
 from spikebench.precision import resolve as resolve_precision
@@ -33,7 +37,7 @@ from spikebench.records import CHECKPOINT, CONFIG
 from spikebench.registry import SpikebenchError
 from spikebench.rules import RULES, LearningRule
 from spikebench.train.resources import check_memory
-from spikebench.train.seeding import generator, seed_everything
+from spikebench.train.seeding import generator, seed_everything, seeded_torch
 
 
 class RunError(SpikebenchError):
@@ -68,6 +72,46 @@ class Built:
     device: torch.device
     precision: str = "fp32"
     """The products' precision the run uses (``train.precision`` resolved for the device)."""
+
+    @property
+    def test(self) -> Split:
+        return self.data.test
+
+    @property
+    def n_classes(self) -> int:
+        return self.data.n_classes
+
+    @property
+    def domain(self) -> InputDomain:
+        return input_domain(self.cfg.data)
+
+
+@dataclass
+class TrainedRun:
+    """A finished run read back by :func:`load_run`: its config, the trained network and rule state, and
+    its first test samples (``test``, as training evaluated them: same order, same values); nothing of
+    its training split. Attacks and analyses take it or a :class:`Built`, which has the same fields."""
+
+    path: Path
+    cfg: Config
+    net: Network
+    rule: LearningRule
+    device: torch.device
+    precision: str
+    test: Split
+    n_classes: int
+
+    @property
+    def domain(self) -> InputDomain:
+        """The input domain of the run's dataset (:func:`spikebench.data.input_domain`)."""
+        return input_domain(self.cfg.data)
+
+    def backdoor_test(self) -> Split:
+        """The backdoor's triggered test samples (:func:`spikebench.data.poison.triggered_test` of
+        ``test``): derived from the test split, the training split is not poisoned again."""
+        if self.cfg.data.backdoor.fraction == 0:
+            raise RunError(f"{self.path} was trained without a backdoor (data.backdoor.fraction is 0)")
+        return triggered_test(self.test, self.cfg.data.backdoor)
 
 
 def build(cfg: Config) -> Built:
@@ -134,20 +178,36 @@ def read_config(run_dir: Path) -> Config:
     return cfg
 
 
-def load_run(run_dir: Path, device: str | None = None, precision: str | None = None) -> Built:
-    """Rebuild a finished run: its config, data, and the trained network and rule state; ``device`` and
-    ``precision``, when given, replace the run's ``train.device`` and ``train.precision``."""
+def load_run(
+    run_dir: Path, device: str | None = None, precision: str | None = None, n_test: int | None = None
+) -> TrainedRun:
+    """Read a finished run back: its config, the trained network and rule state, and its first
+    ``n_test`` test samples (all for None; :func:`spikebench.data.load_test`). ``device`` and
+    ``precision``, when given, replace the run's ``train.device`` and ``train.precision``.
+
+    Nothing of training is redone: the training split is not read, nothing is poisoned, no training
+    memory is estimated, and no global random generator changes. The network and rule are built exactly
+    as training built them (torch's global generator seeded with ``train.seed`` for the layers' initial
+    weights, inside :func:`spikebench.train.seeding.seeded_torch`), then take the checkpoint's state.
+    """
     cfg = read_config(run_dir)
     changes = {k: v for k, v in (("device", device), ("precision", precision)) if v is not None}
     if changes:
         cfg = from_dict({**to_dict(cfg), "train": {**to_dict(cfg)["train"], **changes}})
-    built = build(cfg)
+    where = components.resolve_device(cfg.train.device)
+    products = resolve_precision(cfg.train.precision, where)
+    test, n_classes = load_test(cfg.data, n_test)
+    sample = tuple(test.x.shape[1:])
+    input_shape = sample[1:] if dataset_spec(cfg.data.name).sequential else sample
+    with seeded_torch(cfg.train.seed, where):
+        net = components.build_network(cfg.model, input_shape, n_classes).to(where)
+        rule = components.build_rule(cfg, net, generator(cfg.train.seed, 2, where))
     path = run_dir / CHECKPOINT
-    state = load_checkpoint(path, built.device)
+    state = load_checkpoint(path, where)
     try:
-        built.net.load_state_dict(state["model"])
-        built.rule.load_state_dict(state.get("rule", {}))
+        net.load_state_dict(state["model"])
+        rule.load_state_dict(state.get("rule", {}))
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise RunError(f"cannot load checkpoint {path}: {first[:200]}") from exc
-    return built
+    return TrainedRun(run_dir, cfg, net, rule, where, products, test, n_classes)

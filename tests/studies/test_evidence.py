@@ -42,11 +42,12 @@ def test_evidence_plan_has_the_stated_seeds_parts_and_budgets():
     backdoor = [plan.runs[k] for k in plan.parts["backdoor"]]
     assert {c.train.seed for c in backdoor} == {0, 1} and len(backdoor) == 7 * 2
     attacks = [j for j in plan.jobs if isinstance(j, AttackJob)]
-    assert {j.n for j in attacks} == {400} and {j.eps for j in attacks} == {(0.03,)}
-    pgd = [j for j in attacks if j.attack == "pgd" and j.surrogate is None and j.source == "exact"]
-    assert {(j.steps, j.restarts, j.sanity_eps) for j in pgd} == {(20, 1, 0.5)}
-    assert {j.steps for j in attacks if j.attack == "apgd"} == {20}
-    assert {j.queries for j in attacks if j.attack == "square"} == {200}
+    requests = [j.request for j in attacks]
+    assert {r.n for r in requests} == {400} and {r.eps for r in requests} == {(0.03,)}
+    pgd = [r for r in requests if r.attack == "pgd" and r.surrogate is None and r.grad_source == "exact"]
+    assert {(r.options.steps, r.options.restarts, r.sanity_eps) for r in pgd} == {(20, 1, 0.5)}
+    assert {r.options.steps for r in requests if r.attack == "apgd"} == {20}
+    assert {r.options.queries for r in requests if r.attack == "square"} == {200}
     # every network of C3 faces the same attacks, so the paired worst case covers the same set
     per_key: dict[str, set[str]] = {}
     for j in attacks:

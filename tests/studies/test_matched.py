@@ -27,5 +27,5 @@ def test_recurrence_study_trains_and_attacks_the_matched_twin():
     assert sorted(quick.runs[k].rule.name for k in quick.parts["recurrence-matched"]) == ["bptt", "ottt"]
     attacked = {}
     for job in plan.jobs:
-        attacked.setdefault(job.key, set()).add((job.attack, job.source))
+        attacked.setdefault(job.key, set()).add((job.request.attack, job.request.grad_source))
     assert all(attacked[k] == attacked[static[0]] for k in matched)

@@ -11,6 +11,7 @@ from spikebench import components
 from spikebench.attacks import (
     ATTACKS,
     AttackOptions,
+    AttackRequest,
     Classifier,
     ExactGradient,
     RuleGradient,
@@ -206,9 +207,9 @@ def test_query_attacks_lower_accuracy(name):
 def test_run_attack_records_and_reproducibility():
     run = tiny_run()
     opts = AttackOptions(queries=60)
-    a = run_attack(run, "square", [0.05, 0.2], options=opts, n=40, seed=1, batch_size=16)
-    b = run_attack(run, "square", [0.05, 0.2], options=opts, n=40, seed=1, batch_size=16)
-    c = run_attack(run, "square", [0.05, 0.2], options=opts, n=40, seed=2, batch_size=16)
+    a = run_attack(run, AttackRequest("square", (0.05, 0.2), options=opts, n=40, seed=1, batch_size=16))
+    b = run_attack(run, AttackRequest("square", (0.05, 0.2), options=opts, n=40, seed=1, batch_size=16))
+    c = run_attack(run, AttackRequest("square", (0.05, 0.2), options=opts, n=40, seed=2, batch_size=16))
 
     def strip(report):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in report["records"]]

@@ -10,7 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spikebench.attacks import ATTACKS, AttackError, AttackOptions, ExactGradient, Target, ThreatModel
+from spikebench.attacks import (
+    ATTACKS,
+    AttackError,
+    AttackOptions,
+    AttackRequest,
+    ExactGradient,
+    Target,
+    ThreatModel,
+)
 from spikebench.attacks.apgd import APGD
 from spikebench.attacks.evidence import (
     binomial_tail,
@@ -97,7 +105,8 @@ def test_pgd_restarts_keep_any_breaking_iterate():
 def test_run_attack_per_sample_convergence_and_sanity():
     run = tiny_run()
     opts = AttackOptions(steps=25, restarts=2)
-    report = run_attack(run, "pgd", [0.05, 0.1], options=opts, n=48, sanity_eps=0.5, batch_size=20)
+    request = AttackRequest("pgd", (0.05, 0.1), options=opts, n=48, sanity_eps=0.5, batch_size=20)
+    report = run_attack(run, request)
     small, large, sanity = report["records"]
     assert [r.get("sanity", False) for r in report["records"]] == [False, False, True]
     assert sanity["accuracy"] <= 0.05 and not any("sanity" in note for note in report["notes"])
@@ -116,9 +125,9 @@ def test_run_attack_per_sample_convergence_and_sanity():
 def test_run_attack_rejects_eps_outside_the_domain():
     run = tiny_run(epochs=1)
     with pytest.raises(AttackError, match="linf eps must be in"):
-        run_attack(run, "pgd", [1.5], n=4)
+        run_attack(run, AttackRequest("pgd", (1.5,), n=4))
     with pytest.raises(AttackError, match="larger than any L2 distance"):
-        run_attack(run, "pgd", [0.5], norm="l2", n=4, sanity_eps=7.0)  # 6x6 inputs: at most 6
+        run_attack(run, AttackRequest("pgd", (0.5,), norm="l2", n=4, sanity_eps=7.0))  # 6x6: at most 6
 
 
 def test_report_stems():

@@ -32,6 +32,7 @@ from spikebench.io import atomic_save_fig, atomic_write_json
 from spikebench.records import ALIGNMENT_LOG, FISHER_LOG, REFERENCE_RULE
 from spikebench.registry import Registry
 from spikebench.rundir import load_run, read_config
+from spikebench.train.seeding import exact_numerics
 
 ANALYSIS_SCHEMA = 1
 PROBE_KEYS = ("dataset", "encoder", "timesteps", "samples", "digest", "encoding_seed")
@@ -336,12 +337,13 @@ def analyze_fisher(run_dirs: list[Path], opts: AnalyzeOptions) -> AnalysisOutput
     runs = describe_runs(run_dirs)
     results = []
     for run in runs:
-        built = load_run(run.path, opts.device)
-        split = built.data.test.head(opts.samples or run.cfg.train.fisher_size)
+        built = load_run(run.path, opts.device, n_test=opts.samples or run.cfg.train.fisher_size)
+        split = built.test
         if len(split) == 0:
             raise AnalysisError(f"{run.path}: no test samples to compute Fisher information on")
         built.net.eval()
-        info = probe_fisher(built.net, built.cfg, split)
+        with exact_numerics():
+            info = probe_fisher(built.net, built.cfg, split)
         tracked = run.path / FISHER_LOG
         epochs = _read_jsonl(tracked, "Fisher", "fisher") if tracked.is_file() else []
         results.append({"final": info.to_dict(), "epochs": epochs})

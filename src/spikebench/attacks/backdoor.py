@@ -9,7 +9,14 @@ seeded from the run's seed, are triggered and relabelled. The attack success rat
 of triggered test samples whose true class is not the target that the network assigns to the target.
 """
 
-from spikebench.data.poison import BACKDOOR_STREAM, apply_trigger, check_trigger, poison, poison_dataset
+from spikebench.data.poison import (
+    BACKDOOR_STREAM,
+    apply_trigger,
+    check_trigger,
+    poison,
+    poison_dataset,
+    triggered_test,
+)
 from spikebench.train.backdoor import evaluate_backdoor
 
 __all__ = [
@@ -19,4 +26,5 @@ __all__ = [
     "evaluate_backdoor",
     "poison",
     "poison_dataset",
+    "triggered_test",
 ]

@@ -91,6 +91,15 @@ class Attack(ABC):
     def __init__(self, options: AttackOptions) -> None:
         self.options = options
 
+    @classmethod
+    def calls(cls, options: AttackOptions) -> int:
+        """The most model calls one sample costs under ``options`` (gradient evaluations per EOT draw for
+        gradient attacks: ``steps x restarts``; ``queries`` for query attacks; one for noise), as cost
+        estimates use it."""
+        if cls.kind == "gradient":
+            return options.steps * options.restarts
+        return options.queries if cls.kind == "query" else 1
+
     @abstractmethod
     def perturb(
         self, target: Target, x: Tensor, labels: Tensor, threat: ThreatModel, gen: torch.Generator

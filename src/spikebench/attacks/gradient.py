@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from spikebench.attacks.adapter import GradientSource
-from spikebench.attacks.base import ATTACKS, Attack, AttackResult, Target
+from spikebench.attacks.base import ATTACKS, Attack, AttackOptions, AttackResult, Target
 from spikebench.attacks.threat import AttackError, ThreatModel
 
 
@@ -28,6 +28,10 @@ class FGSM(Attack):
     """Fast gradient sign method (Goodfellow et al. 2015): one step of size eps along the gradient."""
 
     kind = "gradient"
+
+    @classmethod
+    def calls(cls, options: AttackOptions) -> int:
+        return 1
 
     def perturb(
         self, target: Target, x: Tensor, labels: Tensor, threat: ThreatModel, gen: torch.Generator

@@ -1,9 +1,12 @@
 """Run an attack on a trained run over a list of eps and record the results.
 
-:func:`run_attack` works on runs already loaded (:func:`spikebench.rundir.load_run`) and returns a
-report (plain data, schema :data:`SCHEMA`); :func:`attack_run` loads the runs from disk, checks the
-request first, and writes ``RUN_DIR/attacks/<stem>.json`` (atomically) and a robustness curve
-``<stem>.png`` beside it, where ``<stem>`` is :func:`report_stem`. One record per eps:
+An attack is an :class:`~spikebench.attacks.request.AttackRequest`. :func:`run_attack` works on runs
+already loaded (:func:`spikebench.rundir.load_run`) and returns a report (plain data, schema
+:data:`SCHEMA`); :func:`attack_run` checks the request against the run's config, reads the runs from
+disk (only the first n test samples), and writes ``RUN_DIR/attacks/<stem>.json`` (atomically) and a
+robustness curve ``<stem>.png`` beside it, where ``<stem>`` is the request's
+:attr:`~spikebench.attacks.request.AttackRequest.stem`. Perturbed inputs stay in the input domain the
+dataset declares (:func:`spikebench.data.input_domain`: [0, 1] for images). One record per eps:
 
 - ``accuracy``: fraction of the n test samples classified correctly both clean and under attack;
 - ``attack_success_rate``: fraction of the originally correct samples that the attack makes wrong;
@@ -32,9 +35,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,81 +45,33 @@ import torch
 import spikebench
 from spikebench import components
 from spikebench.attacks.adapter import Classifier, ExactGradient, GradientSource, RuleGradient
-from spikebench.attacks.base import ATTACKS, AttackOptions, Target
+from spikebench.attacks.base import ATTACKS, Target
 from spikebench.attacks.gradient import PGD
-from spikebench.attacks.threat import AttackError, Norm, ThreatModel
-from spikebench.dynamics import SURROGATES, make_surrogate
+from spikebench.attacks.request import GRAD_SOURCES, AttackRequest, Surrogate, report_stem
+from spikebench.attacks.threat import AttackError, ThreatModel
+from spikebench.data import input_domain
+from spikebench.dynamics import make_surrogate
 from spikebench.io import atomic_save_fig, atomic_write_json
 from spikebench.precision import compute
-from spikebench.records import ATTACKS_DIR
-from spikebench.rundir import Built, load_run
-from spikebench.train.seeding import generator
+from spikebench.rundir import Built, TrainedRun, load_run, read_config
+from spikebench.train.seeding import exact_numerics, generator
 
 log = logging.getLogger(__name__)
 
 SCHEMA = 1
-GRAD_SOURCES: tuple[str, ...] = ("exact", "rule", "transfer")
+__all__ = ["GRAD_SOURCES", "SCHEMA", "AttackRequest", "attack_run", "report_stem", "run_attack"]
+
+Run = Built | TrainedRun
+"""A trained network with its config and test samples: read back from disk, or just trained."""
 
 
-def check_request(
-    attack: str,
-    eps: Sequence[float],
-    *,
-    norm: str = "linf",
-    grad_source: str = "exact",
-    has_source: bool = False,
-    surrogate: tuple[str, float | None] | None = None,
-    n: int | None = 1000,
-    sanity_eps: float | None = None,
-) -> None:
-    """Raise :class:`AttackError` (or :class:`UnknownNameError`) for a request that cannot run; checks
-    only what is known before any run is loaded (eps against the input domain [0, 1]: at most 1 for
-    L-inf; L2 eps are checked against the input's dimension once it is known)."""
-    cls = ATTACKS.get(attack)
-    if not eps:
-        raise AttackError("give at least one eps")
-    for e in [*eps, *([] if sanity_eps is None else [sanity_eps])]:
-        ThreatModel(norm, e)  # type: ignore[arg-type]  (validates norm and eps)
-    if grad_source not in GRAD_SOURCES:
-        raise AttackError(f"grad-source must be one of {', '.join(GRAD_SOURCES)}, got {grad_source!r}")
-    if cls.kind != "gradient" and grad_source != "exact":
-        raise AttackError(f"attack {attack!r} uses no gradients; --grad-source applies to gradient attacks")
-    if grad_source == "transfer" and not has_source:
-        raise AttackError("--grad-source transfer needs --source-run DIR (the run to craft examples on)")
-    if grad_source != "transfer" and has_source:
-        raise AttackError("--source-run is only used with --grad-source transfer")
-    if surrogate is not None:
-        SURROGATES.get(surrogate[0])
-        if surrogate[1] is not None and not surrogate[1] > 0:
-            raise AttackError(f"surrogate scale must be positive, got {surrogate[1]}")
-    if n is not None and n < 1:
-        raise AttackError(f"n must be a positive number of test samples, got {n}")
-
-
-def check_compatible(target: Built, source: Built) -> None:
+def check_compatible(target: Run, source: Run) -> None:
     """A transfer source must take inputs of the same shape and predict the same classes."""
-    shape, src_shape = tuple(target.data.test.x.shape[1:]), tuple(source.data.test.x.shape[1:])
+    shape, src_shape = tuple(target.test.x.shape[1:]), tuple(source.test.x.shape[1:])
     if shape != src_shape:
         raise AttackError(f"source run takes inputs of shape {list(src_shape)}, the target {list(shape)}")
-    if target.data.n_classes != source.data.n_classes:
-        raise AttackError(
-            f"source run has {source.data.n_classes} classes, the target {target.data.n_classes}"
-        )
-
-
-def report_stem(
-    attack: str, grad_source: str, norm: str, surrogate: tuple[str, float | None] | None = None
-) -> str:
-    """File name stem of a report: ``<attack>[-<grad source>][-<norm>][@<surrogate>[-<scale>]]``
-    (source for gradient attacks, norm when it is not L-inf, the attack's surrogate for gradient
-    attacks given one, e.g. ``pgd-exact@fast_sigmoid-8``)."""
-    gradient = ATTACKS.get(attack).kind == "gradient"
-    stem = f"{attack}-{grad_source}" if gradient else attack
-    stem = stem if norm == "linf" else f"{stem}-{norm}"
-    if gradient and surrogate is not None:
-        name, scale = surrogate
-        stem += f"@{name}" + ("" if scale is None else f"-{scale:g}")
-    return stem
+    if target.n_classes != source.n_classes:
+        raise AttackError(f"source run has {source.n_classes} classes, the target {target.n_classes}")
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -130,7 +84,7 @@ def _bits(ok: torch.Tensor) -> str:
     return "".join("1" if v else "0" for v in ok.tolist())
 
 
-def _classifier(run: Built, seed: int, surrogate: tuple[str, float | None] | None) -> Classifier:
+def _classifier(run: Run, seed: int, surrogate: Surrogate | None) -> Classifier:
     s = None
     if surrogate is not None:
         name, scale = surrogate
@@ -140,50 +94,34 @@ def _classifier(run: Built, seed: int, surrogate: tuple[str, float | None] | Non
 
 
 def run_attack(
-    target: Built,
-    attack: str,
-    eps: Sequence[float],
+    target: Run,
+    request: AttackRequest,
     *,
-    norm: Norm = "linf",
-    grad_source: str = "exact",
-    source: Built | None = None,
-    options: AttackOptions | None = None,
-    n: int | None = 1000,
-    seed: int = 0,
-    surrogate: tuple[str, float | None] | None = None,
-    batch_size: int = 500,
-    reference: bool = True,
-    sanity_eps: float | None = None,
+    source: Run | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Attack the first ``n`` test samples of ``target`` at every eps; return the report (module doc).
-
-    ``source``: the run transfer examples are crafted on. ``surrogate``: (name, scale or None for the
-    model's) replacing the surrogate derivative in the attack's gradients. ``reference``: also run
-    exact-gradient PGD beside a gradient-free attack (the gradient-masking check). ``sanity_eps``: add
-    the sanity record at that eps. ``progress`` is called with the number of samples done after every
-    batch.
+    """Attack the first ``request.n`` test samples of ``target`` at every eps; return the report (module
+    doc). ``source``: the run transfer examples are crafted on (``request.source_run`` is not read
+    here). ``progress`` is called with the number of samples done after every batch.
     """
     from spikebench.attacks.evidence import MASKING_ALPHA, SANITY_MAX_ACCURACY, masking_test
 
-    options = options or AttackOptions()
-    request = {"norm": norm, "grad_source": grad_source, "surrogate": surrogate, "n": n}
-    check_request(attack, eps, has_source=source is not None, sanity_eps=sanity_eps, **request)
+    request.check_source(source is not None)
     if source is not None:
         check_compatible(target, source)
-    cls = ATTACKS.get(attack)
-    x_all, y_all = target.data.test.x[:n], target.data.test.y[:n]
-    if norm == "l2":  # the largest L2 distance inside the [0, 1] domain
-        diameter = math.sqrt(x_all[0].numel())
-        for e in [*eps, *([] if sanity_eps is None else [sanity_eps])]:
-            if e > diameter:
-                raise AttackError(
-                    f"eps {e:g} is larger than any L2 distance between inputs in [0, 1]^{x_all[0].numel()} "
-                    f"(at most {diameter:.4g})"
-                )
+    options, seed, batch_size, surrogate = (
+        request.options,
+        request.seed,
+        request.batch_size,
+        request.surrogate,
+    )
+    domain = target.domain.bounds
+    request.check_domain(domain, target.test.x[0].numel())
+    cls = ATTACKS.get(request.attack)
+    x_all, y_all = target.test.x[: request.n], target.test.y[: request.n]
     device = target.device
     model = _classifier(target, seed, surrogate)
-    if grad_source == "transfer":
+    if request.grad_source == "transfer":
         assert source is not None
         crafter = _classifier(source, seed, surrogate)
         gradient: GradientSource = ExactGradient(crafter, options.eot)
@@ -191,11 +129,11 @@ def run_attack(
         crafter = model
         gradient = (
             RuleGradient(model, target.rule, options.eot)
-            if grad_source == "rule"
+            if request.grad_source == "rule"
             else ExactGradient(model, options.eot)
         )
     craft = Target(crafter, gradient)
-    check = cls.kind != "gradient" and reference
+    check = cls.kind != "gradient" and request.reference
     if check:  # exact-gradient PGD beside the gradient-free attack, with its own encoder draws
         reference_model = _classifier(target, seed, surrogate)
         pgd, exact = PGD(options), Target(reference_model, ExactGradient(reference_model, options.eot))
@@ -205,9 +143,8 @@ def run_attack(
     clean = torch.cat([model(x_all[i : i + batch_size].to(device)).argmax(1).cpu() for i in starts]).eq(y_all)
     records = []
     track = cls.kind == "gradient" and crafter is model and options.steps >= 1
-    sweep = [*eps, *([] if sanity_eps is None else [sanity_eps])]
-    for i, e in enumerate(sweep):
-        threat = ThreatModel(norm, e)
+    for i, e in enumerate(request.sweep):
+        threat = ThreatModel(request.norm, e, domain)
         # each eps draws from its own streams: its result does not depend on what ran before it
         gen, ref_gen = generator(seed, 100 + 10 * i, device), generator(seed, 101 + 10 * i, device)
         model.reseed(generator(seed, 102 + 10 * i, device))
@@ -253,7 +190,7 @@ def run_attack(
                 str(c): (clean & ~((at >= 0) & (at <= c))).double().mean().item()
                 for c in checkpoints(options.steps)
             }
-        if i >= len(eps):
+        if i >= len(request.eps):
             record["sanity"] = True
         if src_ok:
             record["source_accuracy"] = torch.cat(src_ok).double().mean().item()
@@ -268,13 +205,13 @@ def run_attack(
             test = masking_test(record["reference"]["correct"], record["correct"])
             record["masking_test"] = test.to_dict()
             record["gradient_masking"] = test.masked
-        log.info("%s eps=%g: accuracy %.4f", attack, e, record["accuracy"])
+        log.info("%s eps=%g: accuracy %.4f", request.attack, e, record["accuracy"])
         records.append(record)
 
     masked = [r["eps"] for r in records if r.get("gradient_masking") and not r.get("sanity")]
     notes = (
         [
-            f"possible gradient masking: {attack} breaks significantly more samples than exact-gradient "
+            f"possible gradient masking: {request.attack} breaks significantly more samples than exact-gradient "
             f"PGD (one-sided sign test, p < {MASKING_ALPHA}) at eps {', '.join(f'{e:g}' for e in masked)}"
         ]
         if masked
@@ -283,19 +220,19 @@ def run_attack(
     for r in records:
         if r.get("sanity") and r["accuracy"] > SANITY_MAX_ACCURACY:
             notes.append(
-                f"sanity check failed: {attack} leaves accuracy {r['accuracy']:.3f} at eps {r['eps']:g}, "
+                f"sanity check failed: {request.attack} leaves accuracy {r['accuracy']:.3f} at eps {r['eps']:g}, "
                 f"where about none should remain (at most {SANITY_MAX_ACCURACY})"
             )
     cfg = target.cfg
     return {
         "schema": SCHEMA,
-        "attack": attack,
+        "attack": request.attack,
         "kind": cls.kind,
-        "description": ATTACKS.describe(attack),
-        "grad_source": grad_source if cls.kind == "gradient" else None,
-        "norm": norm,
-        "eps": list(eps),
-        "sanity_eps": sanity_eps,
+        "description": ATTACKS.describe(request.attack),
+        "grad_source": request.grad_source if cls.kind == "gradient" else None,
+        "norm": request.norm,
+        "eps": list(request.eps),
+        "sanity_eps": request.sanity_eps,
         "n": len(y_all),
         "seed": seed,
         "options": dataclasses.asdict(options),
@@ -345,41 +282,31 @@ def save_plot(report: dict[str, Any], path: Path) -> None:
 
 def attack_run(
     run_dir: Path,
-    attack: str,
-    eps: Sequence[float],
+    request: AttackRequest,
     *,
-    source_run: Path | None = None,
-    device: str | None = None,
     force: bool = False,
-    precision: str | None = None,
-    **kwargs: Any,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, Any], Path]:
-    """Load ``run_dir`` (and ``source_run``), :func:`run_attack` with ``kwargs``, and write the report
-    and its plot under ``run_dir/attacks/`` as ``<stem>.json`` (:func:`report_stem`). Returns the report
-    and the JSON path. Bad requests, and a report that exists already (unless ``force``), raise before
-    anything is loaded or written. ``device`` and ``precision`` (the products' precision,
-    :mod:`spikebench.precision`) default to the run's; the report records the precision used."""
-    norm, grad_source = kwargs.get("norm", "linf"), kwargs.get("grad_source", "exact")
-    check_request(
-        attack,
-        eps,
-        norm=norm,
-        grad_source=grad_source,
-        has_source=source_run is not None,
-        surrogate=kwargs.get("surrogate"),
-        n=kwargs.get("n", 1000),
-        sanity_eps=kwargs.get("sanity_eps"),
-    )
-    path = result_path(run_dir, attack, grad_source, norm, kwargs.get("surrogate"))
+    """Read ``run_dir`` (and ``request.source_run``) back, :func:`run_attack`, and write the report and
+    its plot under ``run_dir/attacks/`` as ``<stem>.json`` (:meth:`AttackRequest.path`). Returns the
+    report and the JSON path. A request that does not fit the run's input domain, and a report that
+    exists already (unless ``force``), raise before anything is loaded or written. The report records
+    the products' precision used (:mod:`spikebench.precision`; the request's, or the run's)."""
+    request.check_source(request.source_run is not None)
+    request.check_domain(input_domain(read_config(run_dir).data).bounds)
+    path = request.path(run_dir)
     if path.exists() and not force:
         raise AttackError(f"{path} exists already; use --force to overwrite it")
-    target = load_run(run_dir, device, precision)
-    source = load_run(source_run, device, precision) if source_run is not None else None
-    with compute(target.precision, target.device):
-        report = run_attack(target, attack, eps, source=source, **kwargs)
+    device, precision = request.device, request.precision
+    target = load_run(run_dir, device, precision, n_test=request.n)
+    source = None
+    if request.source_run is not None:
+        source = load_run(request.source_run, device, precision, n_test=request.n)
+    with exact_numerics(), compute(target.precision, target.device):
+        report = run_attack(target, request, source=source, progress=progress)
     report = {
         "run": str(run_dir),
-        "source_run": None if source_run is None else str(source_run),
+        "source_run": None if request.source_run is None else str(request.source_run),
         **report,
         "precision": target.precision,
     }
@@ -387,14 +314,3 @@ def attack_run(
     atomic_write_json(path, report)
     save_plot(report, path.with_suffix(".png"))
     return report, path
-
-
-def result_path(
-    run_dir: Path,
-    attack: str,
-    grad_source: str = "exact",
-    norm: str = "linf",
-    surrogate: tuple[str, float | None] | None = None,
-) -> Path:
-    """Where :func:`attack_run` writes the report of this request: ``run_dir/attacks/<stem>.json``."""
-    return run_dir / ATTACKS_DIR / f"{report_stem(attack, grad_source, norm, surrogate)}.json"

@@ -5,10 +5,13 @@ from spikebench.data.datasets import (
     DATASETS,
     Dataset,
     DatasetSpec,
+    InputDomain,
     Split,
     check_data_config,
     dataset_spec,
+    input_domain,
     load_dataset,
+    load_test,
 )
 from spikebench.data.encoders import ENCODERS, Encoder, Encoding
 from spikebench.data.idx import DataError
@@ -21,8 +24,11 @@ __all__ = [
     "DatasetSpec",
     "Encoder",
     "Encoding",
+    "InputDomain",
     "Split",
     "check_data_config",
     "dataset_spec",
+    "input_domain",
     "load_dataset",
+    "load_test",
 ]

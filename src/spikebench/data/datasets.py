@@ -7,7 +7,8 @@ or event frames binned into T steps (:mod:`spikebench.data.events`). ``Dataset.i
 shape of what the network sees at one step either way.
 
 Each registered dataset is a :class:`DatasetSpec`: its loader plus what is known before loading (is it
-sequential, does the data fix T), so that configs are checked before anything is loaded.
+sequential, does the data fix T, its :class:`InputDomain`), so that configs and attack requests are
+checked before anything is loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import dataclasses
 import gzip
 import hashlib
 import logging
+import math
 import os
 import tempfile
 import urllib.request
@@ -77,29 +79,67 @@ Loader = Callable[[DataConfig], Dataset]
 
 
 @dataclass(frozen=True)
+class InputDomain:
+    """The values an input feature can take: the interval [``lo``, ``hi``] (``hi`` may be infinite, e.g.
+    event counts), and ``binary`` when the data hold only ``lo`` and ``hi`` (binarised events). Attacks
+    perturb inside the interval (:class:`~spikebench.attacks.threat.ThreatModel`); for binary data that
+    is the continuous relaxation of {lo, hi}."""
+
+    lo: float = 0.0
+    hi: float = 1.0
+    binary: bool = False
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lo) and self.lo < self.hi):
+            raise ConfigError(f"an input domain needs a finite lo below hi, got [{self.lo}, {self.hi}]")
+        if self.binary and not math.isfinite(self.hi):
+            raise ConfigError("a binary input domain needs a finite hi")
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return (self.lo, self.hi)
+
+
+IMAGES = InputDomain(0.0, 1.0)
+"""Grey levels scaled to [0, 1]: the domain of the static image datasets and of row sequences."""
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
-    """A registered dataset: its loader, whether its samples are sequences, and the sequence length
-    when the data fixes it (``timesteps``; None when ``data.timesteps`` chooses it)."""
+    """A registered dataset: its loader, whether its samples are sequences, the sequence length when
+    the data fixes it (``timesteps``; None when ``data.timesteps`` chooses it), and its input domain
+    (``domain``: an :class:`InputDomain`, or a function of the data config when options such as
+    ``data.binarize`` choose it)."""
 
     load: Loader
     sequential: bool = False
     timesteps: int | None = None
+    domain: InputDomain | Callable[[DataConfig], InputDomain] = IMAGES
 
     def __call__(self, cfg: DataConfig) -> Dataset:
         return self.load(cfg)
+
+    def input_domain(self, cfg: DataConfig) -> InputDomain:
+        """The domain of the inputs this dataset gives for ``cfg``."""
+        return self.domain(cfg) if callable(self.domain) else self.domain
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
 
 def dataset(
-    name: str, *, sequential: bool = False, timesteps: int | None = None
+    name: str,
+    *,
+    sequential: bool = False,
+    timesteps: int | None = None,
+    domain: InputDomain | Callable[[DataConfig], InputDomain] = IMAGES,
 ) -> Callable[[Loader], Loader]:
-    """Decorator: register a loader under ``name`` (description: its docstring's first line)."""
+    """Decorator: register a loader under ``name`` (description: its docstring's first line); the
+    keywords are the :class:`DatasetSpec`'s."""
 
     def decorator(fn: Loader) -> Loader:
         doc = (fn.__doc__ or "").strip().splitlines()
-        DATASETS.add(name, DatasetSpec(fn, sequential, timesteps), doc[0] if doc else name)
+        DATASETS.add(name, DatasetSpec(fn, sequential, timesteps, domain), doc[0] if doc else name)
         return fn
 
     return decorator
@@ -147,6 +187,24 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     spec = dataset_spec(cfg.name)
     ds = split_validation(check_dataset(cfg.name, spec(cfg), spec), cfg.validation)
     return dataclasses.replace(ds, train=ds.train.head(cfg.limit_train), test=ds.test.head(cfg.limit_test))
+
+
+def input_domain(cfg: DataConfig) -> InputDomain:
+    """The input domain of the dataset ``cfg`` names, known before anything is loaded."""
+    return dataset_spec(cfg.name).input_domain(cfg)
+
+
+def load_test(cfg: DataConfig, n: int | None = None) -> tuple[Split, int]:
+    """The first ``n`` test samples (all for None) of what :func:`load_dataset` gives for ``cfg``, and
+    the number of classes, without the training split: the loader is asked for one training sample
+    (``limit_train=1``: event loaders read only that) and no validation images are held out, neither of
+    which touches the test split. Costs what reading the test samples costs (IDX files are read
+    whole)."""
+    limit = n if cfg.limit_test is None else cfg.limit_test if n is None else min(n, cfg.limit_test)
+    spec = dataset_spec(cfg.name)
+    part = dataclasses.replace(cfg, limit_train=1, limit_test=limit)
+    ds = check_dataset(cfg.name, spec(part), spec)
+    return ds.test.head(limit), ds.n_classes
 
 
 def check_dataset(name: str, ds: object, spec: DatasetSpec | None = None) -> Dataset:

@@ -1,7 +1,8 @@
 """Event datasets (N-MNIST, SHD, DVS Gesture): events read from local files and binned into T frames.
 
 Each sample is a list of events (time, address, polarity). It becomes a sequence ``x`` [T, *frame] of
-float32 event counts (clipped to 1 with ``data.binarize``): the sample's own time span
+float32 event counts (clipped to 1 with ``data.binarize``; the input domain, :func:`event_domain`, is
+[0, inf) for counts and binary [0, 1] for binarised frames): the sample's own time span
 [t_first, t_last] is cut into T = ``data.timesteps`` equal bins (:func:`bin_events`), and addresses are
 divided by ``data.downsample`` (integer factor; counts of merged addresses add up). Frame shapes:
 N-MNIST (2, 34, 34) and DVS Gesture (2, 128, 128) (polarity, y, x; each spatial size divided by the
@@ -35,7 +36,7 @@ import torch
 from torch import Tensor
 
 from spikebench.config import DataConfig
-from spikebench.data.datasets import Dataset, Split, dataset
+from spikebench.data.datasets import Dataset, InputDomain, Split, dataset
 from spikebench.data.idx import DataError
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,11 @@ def bin_events(t: np.ndarray, index: Sequence[np.ndarray], shape: tuple[int, ...
         raise DataError(f"event address outside the sensor of shape {shape}") from exc
     counts = np.bincount(flat, minlength=frames.size)
     return counts.reshape(frames.shape).astype(np.float32)
+
+
+def event_domain(cfg: DataConfig) -> InputDomain:
+    """Event counts are unbounded above, [0, inf); ``data.binarize`` makes frames binary in [0, 1]."""
+    return InputDomain(0.0, 1.0, binary=True) if cfg.binarize else InputDomain(0.0, math.inf)
 
 
 def _down(size: int, factor: int) -> int:
@@ -142,7 +148,7 @@ NMNIST_LAYOUT = "Train/<digit>/*.bin and Test/<digit>/*.bin (tonic's NMNIST layo
 NMNIST_DTYPE = np.dtype([("x", np.int64), ("y", np.int64), ("t", np.int64), ("p", np.int64)])
 
 
-@dataset("nmnist", sequential=True)
+@dataset("nmnist", sequential=True, domain=event_domain)
 def nmnist(cfg: DataConfig) -> Dataset:
     """N-MNIST (Orchard et al. 2015): MNIST digits seen by a moving event camera, 2x34x34, 60k/10k."""
     io = _tonic_io()
@@ -202,7 +208,7 @@ def _shd_split(path: Path, limit: int | None, shape: tuple[int], cfg: DataConfig
     return Split(_frames(events, lambda ev: (ev[0], (ev[1] // f,)), shape, cfg), y)
 
 
-@dataset("shd", sequential=True)
+@dataset("shd", sequential=True, domain=event_domain)
 def shd(cfg: DataConfig) -> Dataset:
     """Spiking Heidelberg Digits (Cramer et al. 2020): spoken digits as spikes of 700 channels, 20 classes."""
     _h5py()
@@ -228,7 +234,7 @@ DVS_LAYOUT = (
 )
 
 
-@dataset("dvs-gesture", sequential=True)
+@dataset("dvs-gesture", sequential=True, domain=event_domain)
 def dvs_gesture(cfg: DataConfig) -> Dataset:
     """DVS128 Gesture (Amir et al. 2017): 11 hand and arm gestures by an event camera, 2x128x128."""
     folder = find_folder(

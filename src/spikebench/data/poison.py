@@ -6,7 +6,8 @@ of an image (samples seen as (C, H, W) by :func:`~spikebench.data.layout.image_l
 images, row sequences [T, F], event frames); inputs without an image layout get their last ``size^2``
 features set instead. Exactly ``round(fraction * N)`` of the N training samples, drawn by a generator
 seeded from the run's seed, are triggered and relabelled. The attack success rate (ASR) is measured by
-:func:`spikebench.train.backdoor.evaluate_backdoor`.
+:func:`spikebench.train.backdoor.evaluate_backdoor` on :func:`triggered_test`: the test samples whose
+class is not the target, with the trigger set (the training split is not needed for it).
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ def apply_trigger(x: Tensor, cfg: BackdoorConfig) -> Tensor:
     else:
         out.reshape(n, C, H, W)[:, :, H - cfg.size :, W - cfg.size :] = cfg.value
     return out
+
+
+def triggered_test(test: Split, cfg: BackdoorConfig) -> Split:
+    """The samples of ``test`` whose true class is not ``cfg.target``, in order, with the trigger set and
+    their true labels: what the attack success rate is measured on."""
+    keep = test.y != cfg.target
+    return Split(apply_trigger(test.x[keep], cfg), test.y[keep])
 
 
 def poison(split: Split, cfg: BackdoorConfig, gen: torch.Generator) -> tuple[Split, Tensor]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from spikebench.attacks.base import ATTACKS
 from spikebench.config import Config
 from spikebench.studies.jobs import AttackJob, TrainJob
 
@@ -120,14 +121,14 @@ def train_seconds(cfg: Config) -> float:
 
 def attack_seconds(job: AttackJob, cfg: Config) -> float:
     """Estimated seconds of one attack job on a network of ``cfg``."""
-    n = job.n or 1000
-    rows = len(job.eps) + (1 if job.sanity_eps is not None else 0)
-    if job.attack in ("gaussian-noise", "uniform-noise"):
+    request = job.request
+    n, rows, calls = request.n or 1000, len(request.sweep), ATTACKS.get(request.attack).calls(request.options)
+    if request.kind == "noise":
         work = QUERY_SECONDS * 10
-    elif job.queries:  # gradient-free: queries per sample
-        work = QUERY_SECONDS * job.queries
+    elif request.kind == "query":
+        work = QUERY_SECONDS * calls
     else:
-        work = GRADIENT_STEP_SECONDS * (job.steps or 1) * (job.restarts or 1)
+        work = GRADIENT_STEP_SECONDS * calls
     return ATTACK_START_SECONDS + n * rows * work * _scale(cfg)
 
 
@@ -139,7 +140,7 @@ def estimate(plan, workers: int = 2) -> Budget:
             kind, secs = "train", train_seconds(plan.runs[job.key])
         elif isinstance(job, AttackJob):
             kind = job.id.split(" ", 1)[0].split("@", 1)[0]
-            kind = kind + (" (surrogate sweep)" if job.surrogate else "")
+            kind = kind + (" (surrogate sweep)" if job.request.surrogate else "")
             secs = attack_seconds(job, plan.runs[job.key])
         else:
             kind, secs = type(job).__name__, 0.0

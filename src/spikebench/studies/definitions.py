@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from spikebench.attacks.base import AttackOptions
+from spikebench.attacks.request import AttackRequest
 from spikebench.config import Config, ModelConfig, to_dict
 from spikebench.rules import RULES
 from spikebench.studies.grid import expand
@@ -195,6 +197,34 @@ def grid(base: Config, mode: Mode, **axes: list) -> list[Config]:
     return expand(base, {**sized(base, mode), **{k.replace("__", "."): v for k, v in axes.items()}})
 
 
+def attack_job(
+    key: str,
+    attack: str,
+    mode: Mode,
+    *,
+    source: str = "exact",
+    source_key: str | None = None,
+    surrogate: tuple[str, float] | None = None,
+    sanity_eps: float | None = None,
+    **options: int,
+) -> AttackJob:
+    """The study's attack ``attack`` of run ``key``: at the mode's eps on its first ``attack_n`` test
+    samples, seed 0, with ``options`` (:class:`~spikebench.attacks.base.AttackOptions`). Gradient-free
+    attacks are compared with the study's own gradient attack records (the report's masking test), so
+    no reference PGD runs beside them."""
+    request = AttackRequest(
+        attack,
+        mode.eps,
+        grad_source=source,
+        options=AttackOptions(**options),
+        n=mode.attack_n,
+        surrogate=surrogate,
+        sanity_eps=sanity_eps,
+        reference=False,
+    )
+    return AttackJob(key, request, source_key)
+
+
 def add_gradient_attacks(
     plan: Plan,
     keys: list[str],
@@ -204,37 +234,27 @@ def add_gradient_attacks(
 ) -> None:
     """PGD (with restarts, best iterate) from every gradient source; for exact gradients also the sanity
     record, APGD-CE and one PGD per surrogate of the sweep."""
+    pgd = {"steps": mode.pgd_steps, "restarts": mode.restarts}
     for key in keys:
         for source in sources:
             src = None if source != "transfer" else (transfer_from or {}).get(key)
             if source == "transfer" and (src is None or src == key):
                 continue
             sanity = mode.sanity_eps if source == "exact" else None
-            pgd = {"steps": mode.pgd_steps, "restarts": mode.restarts, "n": mode.attack_n}
-            plan.jobs.append(AttackJob(key, "pgd", mode.eps, source, src, sanity_eps=sanity, **pgd))
+            plan.jobs.append(
+                attack_job(key, "pgd", mode, source=source, source_key=src, sanity_eps=sanity, **pgd)
+            )
             if source != "exact":
                 continue
-            plan.jobs.append(
-                AttackJob(
-                    key,
-                    "apgd",
-                    mode.eps,
-                    "exact",
-                    steps=mode.apgd_steps,
-                    restarts=mode.restarts,
-                    n=mode.attack_n,
-                )
-            )
+            plan.jobs.append(attack_job(key, "apgd", mode, steps=mode.apgd_steps, restarts=mode.restarts))
             for surrogate in mode.surrogate_sweep:
-                plan.jobs.append(AttackJob(key, "pgd", mode.eps, "exact", surrogate=tuple(surrogate), **pgd))
+                plan.jobs.append(attack_job(key, "pgd", mode, surrogate=tuple(surrogate), **pgd))
 
 
 def add_blackbox_attacks(plan: Plan, keys: list[str], mode: Mode, attacks: tuple[str, ...]) -> None:
     for key in keys:
         for name in attacks:
-            plan.jobs.append(
-                AttackJob(key, name, mode.eps, "exact", None, queries=mode.queries, n=mode.attack_n)
-            )
+            plan.jobs.append(attack_job(key, name, mode, queries=mode.queries))
 
 
 #: input features per step of the static datasets (the parameter-matched twin is sized from them)
@@ -274,7 +294,7 @@ def add_recurrence_attacks(plan: Plan, keys: list[str], mode: Mode) -> None:
     """The attacks every network of the C3 study faces."""
     add_gradient_attacks(plan, keys, mode, ("exact",))
     for key in keys:
-        plan.jobs.append(AttackJob(key, "fgsm", mode.eps, "exact", None, n=mode.attack_n))
+        plan.jobs.append(attack_job(key, "fgsm", mode))
     add_blackbox_attacks(plan, keys, mode, ("square", "gaussian-noise"))
 
 

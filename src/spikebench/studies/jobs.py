@@ -6,6 +6,7 @@ study names it and does the job again.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import time
 import traceback
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spikebench.attacks.request import AttackRequest
 from spikebench.config import from_dict
 from spikebench.io import atomic_write_json
 from spikebench.records import RUNS_DIR, SUMMARY
@@ -150,23 +152,14 @@ def execute(job: Job, study_dir: str) -> Outcome:
 
 @dataclass(frozen=True)
 class AttackJob(Job):
-    """Attack the trained run ``key``; its record is ``runs/<key>/attacks/<stem>.json``, exactly the file
-    :func:`~spikebench.attacks.runner.attack_run` writes (:func:`~spikebench.attacks.runner.result_path`:
-    ``<attack>[-<source>][@<surrogate>-<scale>]``). ``source_key`` is the run whose gradients craft
-    transfer examples; ``surrogate`` (name, scale) the surrogate of the attack's backward pass (None: the
-    network's own); ``sanity_eps`` adds the sanity record at that large eps."""
+    """Attack the trained run ``key`` as ``request`` asks; its record is ``runs/<key>/attacks/<stem>.json``,
+    exactly the file :func:`~spikebench.attacks.runner.attack_run` writes
+    (:meth:`~spikebench.attacks.request.AttackRequest.path`). ``source_key`` is the run whose gradients
+    craft transfer examples (the request's ``source_run`` is set to it when the job runs)."""
 
     key: str
-    attack: str
-    eps: tuple[float, ...]
-    source: str = "exact"
+    request: AttackRequest
     source_key: str | None = None
-    steps: int | None = None
-    queries: int | None = None
-    n: int = 1000
-    restarts: int | None = None
-    surrogate: tuple[str, float] | None = None
-    sanity_eps: float | None = None
 
     @property
     def needs(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -174,41 +167,22 @@ class AttackJob(Job):
 
     @property
     def stem(self) -> str:
-        from spikebench.attacks.runner import report_stem
-
-        return report_stem(self.attack, self.source, "linf", self.surrogate)
+        return self.request.stem
 
     @property
     def id(self) -> str:
         return f"{self.stem} {self.key}"
 
     def record(self, study_dir: Path) -> Path:
-        from spikebench.attacks.runner import result_path
-
-        return result_path(run_dir(study_dir, self.key), self.attack, self.source, "linf", self.surrogate)
+        return self.request.path(run_dir(study_dir, self.key))
 
     def run(self, study_dir: Path) -> None:
-        from spikebench.attacks.base import AttackOptions
         from spikebench.attacks.runner import attack_run
 
-        chosen = (("steps", self.steps), ("queries", self.queries), ("restarts", self.restarts))
-        options = AttackOptions(**{k: v for k, v in chosen if v})
         source = None if self.source_key is None else run_dir(study_dir, self.source_key)
-        # gradient-free attacks are compared with the study's own gradient attack records (the report's
-        # masking test), so no reference PGD here; the job runs only when its record is missing (force)
+        # the job runs only when its record is missing or corrupt, so it overwrites (force)
         _, path = attack_run(
-            run_dir(study_dir, self.key),
-            self.attack,
-            list(self.eps),
-            source_run=source,
-            grad_source=self.source,
-            options=options,
-            n=self.n,
-            seed=0,
-            surrogate=self.surrogate,
-            sanity_eps=self.sanity_eps,
-            reference=False,
-            force=True,
+            run_dir(study_dir, self.key), dataclasses.replace(self.request, source_run=source), force=True
         )
         if path != self.record(study_dir):  # the cache would never find it
             raise RuntimeError(f"attack record written to {path}, expected {self.record(study_dir)}")

@@ -10,7 +10,7 @@ from torch import nn
 
 from spikebench.config import BackdoorConfig
 from spikebench.data import Encoding, Split
-from spikebench.data.poison import apply_trigger
+from spikebench.data.poison import triggered_test
 from spikebench.train.loop import evaluate, predict
 
 
@@ -18,11 +18,10 @@ def evaluate_backdoor(
     net: nn.Module, test: Split, enc: Encoding, cfg: BackdoorConfig, batch_size: int
 ) -> dict[str, Any]:
     """Clean test accuracy and attack success rate of the trigger of ``cfg`` on ``net``."""
-    keep = test.y != cfg.target
-    triggered = apply_trigger(test.x[keep], cfg)
+    triggered = triggered_test(test, cfg)
     asr = float("nan")
-    if triggered.shape[0]:
-        preds = predict(net, triggered, enc, batch_size).argmax(1).cpu()
+    if len(triggered):
+        preds = predict(net, triggered.x, enc, batch_size).argmax(1).cpu()
         asr = (preds == cfg.target).double().mean().item()
     return {
         "clean_accuracy": evaluate(net, test, enc, batch_size),

@@ -30,6 +30,7 @@ from spikebench.records import CHECKPOINT, CHECKSUMS, CONFIG, METRICS, SUMMARY, 
 from spikebench.rundir import (
     Built,
     RunError,
+    TrainedRun,
     build,
     git_revision,
     load_checkpoint,
@@ -42,7 +43,7 @@ from spikebench.train.backdoor import evaluate_backdoor
 from spikebench.train.efficiency import OpEnergy, run_record
 from spikebench.train.loop import EpochRecord, Hooks, Tracker, evaluate, fit
 from spikebench.train.memory import PeakMemory
-from spikebench.train.seeding import generator
+from spikebench.train.seeding import exact_numerics, generator
 from spikebench.train.tensor_memory import measure_peak
 
 TrackerFactory = Callable[[Config, Path, Split, torch.device], Tracker]
@@ -112,12 +113,12 @@ def batch_memory(built: Built) -> dict[str, Any]:
     return {"peak_batch_tensor_bytes": result.peak_bytes, "peak_batch_tensor_method": result.method}
 
 
-def efficiency(built: Built, energy: OpEnergy | None = None) -> dict[str, Any]:
+def efficiency(built: Built | TrainedRun, energy: OpEnergy | None = None) -> dict[str, Any]:
     """The run's ``efficiency`` record (:func:`spikebench.train.efficiency.run_record`) on its test set,
     with an encoding of its own random stream (the evaluation's stream is left as it was)."""
     cfg = built.cfg
     enc = components.build_encoding(cfg, generator(cfg.train.seed, 8, built.device))
-    return run_record(built.net, built.rule, built.data.test.x, enc, cfg.train.eval_batch_size, energy)
+    return run_record(built.net, built.rule, built.test.x, enc, cfg.train.eval_batch_size, energy)
 
 
 def train_run(
@@ -249,12 +250,13 @@ def eval_run(run_dir: Path, device: str | None = None, precision: str | None = N
     built = load_run(run_dir, device, precision)
     enc = components.build_encoding(built.cfg, generator(built.cfg.train.seed, 3, built.device))
     built.net.eval()
-    acc = evaluate(built.net, built.data.test, enc, built.cfg.train.eval_batch_size, built.precision)
+    with exact_numerics():
+        acc = evaluate(built.net, built.test, enc, built.cfg.train.eval_batch_size, built.precision)
     return {
         "run": str(run_dir),
         "rule": built.cfg.rule.name,
         "dataset": built.cfg.data.name,
-        "test_samples": len(built.data.test),
+        "test_samples": len(built.test),
         "test_accuracy": acc,
         "device": str(built.device),
         "precision": built.precision,
@@ -264,7 +266,9 @@ def eval_run(run_dir: Path, device: str | None = None, precision: str | None = N
 def efficiency_run(run_dir: Path, energy: OpEnergy | None = None) -> dict[str, Any]:
     """Measure a finished run's efficiency record again, e.g. with other energies per operation."""
     built = load_run(run_dir)
-    return {"run": str(run_dir), "rule": built.cfg.rule.name, **efficiency(built, energy)}
+    with exact_numerics():
+        record = efficiency(built, energy)
+    return {"run": str(run_dir), "rule": built.cfg.rule.name, **record}
 
 
 def export_run(run_dir: Path, out: Path | None = None, dt: float | None = None, readout: bool = True) -> Path:
@@ -273,7 +277,7 @@ def export_run(run_dir: Path, out: Path | None = None, dt: float | None = None, 
     Nothing is written when the network cannot be exported exactly."""
     from spikebench.nn import nir_io
 
-    built = load_run(run_dir, device="cpu")
+    built = load_run(run_dir, device="cpu", n_test=1)  # one sample: the network's input shape
     path = out if out is not None else run_dir.with_name(f"{run_dir.name}.nir")
     graph = nir_io.to_nir(built.net, nir_io.DT if dt is None else dt, readout)
     with tempfile.TemporaryDirectory() as tmp:
