@@ -120,6 +120,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"{result['rule']} on {result['dataset']}: test accuracy "
             f"{result['test_accuracy']:.4f} ({result['test_samples']} samples)"
         )
+        if result["backdoor"] is not None:
+            print(f"backdoor attack success rate {result['backdoor']['attack_success_rate']:.4f}")
     return 0
 
 

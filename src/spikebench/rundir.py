@@ -29,7 +29,7 @@ import spikebench
 from spikebench import components
 from spikebench.config import Config, from_dict, load_yaml, to_dict
 from spikebench.data import Dataset, InputDomain, Split, dataset_spec, input_domain, load_dataset, load_test
-from spikebench.data.poison import BACKDOOR_STREAM, poison_dataset, triggered_test
+from spikebench.data.poison import BACKDOOR_STREAM, poison_dataset
 from spikebench.io import atomic_torch_save
 from spikebench.nn import Network
 from spikebench.precision import resolve as resolve_precision
@@ -90,7 +90,9 @@ class Built:
 class TrainedRun:
     """A finished run read back by :func:`load_run`: its config, the trained network and rule state, and
     its first test samples (``test``, as training evaluated them: same order, same values); nothing of
-    its training split. Attacks and analyses take it or a :class:`Built`, which has the same fields."""
+    its training split (a backdoor's triggered test samples derive from ``test``:
+    :func:`spikebench.data.poison.triggered_test`). Attacks and analyses take it or a :class:`Built`,
+    which has the same fields."""
 
     path: Path
     cfg: Config
@@ -105,13 +107,6 @@ class TrainedRun:
     def domain(self) -> InputDomain:
         """The input domain of the run's dataset (:func:`spikebench.data.input_domain`)."""
         return input_domain(self.cfg.data)
-
-    def backdoor_test(self) -> Split:
-        """The backdoor's triggered test samples (:func:`spikebench.data.poison.triggered_test` of
-        ``test``): derived from the test split, the training split is not poisoned again."""
-        if self.cfg.data.backdoor.fraction == 0:
-            raise RunError(f"{self.path} was trained without a backdoor (data.backdoor.fraction is 0)")
-        return triggered_test(self.test, self.cfg.data.backdoor)
 
 
 def build(cfg: Config) -> Built:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from spikebench import components
 from spikebench.attacks import (
     ATTACKS,
+    AttackError,
     AttackOptions,
     AttackRequest,
     Classifier,
@@ -22,7 +23,7 @@ from spikebench.attacks import (
 from spikebench.attacks.backdoor import apply_trigger, evaluate_backdoor, poison
 from spikebench.attacks.runner import run_attack
 from spikebench.config import BackdoorConfig, from_dict
-from spikebench.data import Dataset, Encoding, Split
+from spikebench.data import DATASETS, Dataset, DatasetSpec, Encoding, InputDomain, Split
 from spikebench.data.encoders import Direct
 from spikebench.nn import Rollout
 from spikebench.train.loop import evaluate, fit
@@ -274,3 +275,48 @@ def test_backdoor_trained_network_learns_trigger():
     assert result["clean_accuracy"] == pytest.approx(evaluate(net, run.data.test, enc, 64))
     assert result["attack_success_rate"] > 0.8
     assert result["fraction"] == 0.3 and result["target"] == 0
+
+
+def test_attacks_stay_in_the_input_domain_the_dataset_declares():
+    """A dataset of inputs in [0, 4]: eps above 1 is allowed, perturbed inputs go above 1 and never leave
+    [0, 4] (every input any model call sees), and perturbations stay in the eps-ball."""
+    name = "quadrants-times-four"
+
+    def four(split: Split) -> Split:
+        x = 4 * split.x
+        x[:, :, 0, :] = 4.0  # a row at the top of the domain: a step up must be clipped
+        return Split(x, split.y)
+
+    data = Dataset(name, four(quadrant_split(256, 1)), four(quadrant_split(64, 2)), 4)
+    DATASETS.add(name, DatasetSpec(lambda cfg: data, domain=InputDomain(0.0, 4.0)))
+    try:
+        cfg = from_dict(
+            {
+                "data": {"name": name, "timesteps": 4},
+                "model": {"hidden": [24]},
+                "train": {"epochs": 2, "batch_size": 32, "lr": 0.01, "device": "cpu"},
+            }
+        )
+        torch.manual_seed(0)
+        net = components.build_network(cfg.model, data.input_shape, data.n_classes)
+        rule = components.build_rule(cfg, net, generator(0, 2))
+        enc = components.build_encoding(cfg, generator(0, 1))
+        fit(cfg.train, net, rule, data.train, data.test, enc, enc, generator(0, 0))
+        net.eval()
+        run = Built(cfg, data, net, rule, torch.device("cpu"))
+        seen: list[Tensor] = []
+        net.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+        opts = AttackOptions(steps=5, queries=30)
+        for attack, eps in (("pgd", 1.5), ("square", 1.5), ("uniform-noise", 2.0)):
+            seen.clear()
+            report = run_attack(run, AttackRequest(attack, (eps,), options=opts, n=32, reference=False))
+            inputs = torch.cat([s.flatten() for s in seen])
+            assert inputs.min() >= 0 and inputs.max() == 4.0, attack
+            assert report["records"][0]["max_perturbation_norm"] <= eps + 1e-6, attack
+            adversarial = inputs[(inputs > 1) & (inputs != inputs.round())]  # off the clean grid of quarters
+            assert adversarial.numel() > 0, attack
+        with pytest.raises(AttackError, match=r"in \(0, 4\] for inputs in \[0, 4\]"):
+            run_attack(run, AttackRequest("pgd", (4.5,), n=4))
+    finally:
+        DATASETS._items.pop(name)
+        DATASETS._descriptions.pop(name)

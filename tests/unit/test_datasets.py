@@ -5,6 +5,7 @@ import functools
 import hashlib
 import http.server
 import json
+import math
 import threading
 from pathlib import Path
 
@@ -15,7 +16,17 @@ import torch
 from spikebench.cli import main
 from spikebench.components import load_config
 from spikebench.config import ConfigError, DataConfig
-from spikebench.data import DATASETS, DataError, Encoding, dataset_spec, datasets, load_dataset
+from spikebench.data import (
+    DATASETS,
+    DataError,
+    Encoding,
+    InputDomain,
+    dataset_spec,
+    datasets,
+    input_domain,
+    load_dataset,
+    load_test,
+)
 from spikebench.data.encoders import Direct
 from spikebench.data.events import bin_events
 from tests.conftest import make_fashion_like
@@ -343,3 +354,36 @@ def test_dvs_gesture_from_npy(tmp_path):
     assert len(ds.train) == 6 and len(ds.test) == 3 and set(ds.test.y.tolist()) == {0, 3, 10}
     events = sorted(len(np.load(p)) for p in (tmp_path / "DVSGesture" / "ibmGestureTest").glob("*/*.npy"))
     assert sorted(ds.test.x.sum(dim=(1, 2, 3, 4)).long().tolist()) == events
+
+
+# ---------------------------------------------------------------------------------------------
+# input domains, and reading the test split alone
+
+
+def test_datasets_declare_their_input_domain():
+    assert input_domain(DataConfig()) == InputDomain(0.0, 1.0) == datasets.IMAGES
+    assert input_domain(DataConfig(name="digits")) == datasets.IMAGES
+    assert input_domain(DataConfig(name="sequential-mnist", timesteps=28)) == datasets.IMAGES
+    for name in ("nmnist", "shd", "dvs-gesture"):  # event counts are not bounded by 1
+        assert input_domain(DataConfig(name=name)) == InputDomain(0.0, math.inf)
+        assert input_domain(DataConfig(name=name, binarize=True)) == InputDomain(0.0, 1.0, binary=True)
+    for lo, hi in ((1.0, 0.0), (-math.inf, 1.0)):
+        with pytest.raises(ConfigError, match="input domain"):
+            InputDomain(lo, hi)
+
+
+def test_load_test_reads_the_first_test_samples_and_one_training_sample(tmp_path, monkeypatch):
+    make_shd(tmp_path / "SHD")
+    cfg = DataConfig(name="shd", root=str(tmp_path), timesteps=10, limit_test=6, validation=2)
+    full = load_dataset(cfg)
+    asked = []
+    spec = dataset_spec("shd")
+    monkeypatch.setitem(
+        DATASETS._items, "shd", dataclasses.replace(spec, load=lambda c: asked.append(c) or spec.load(c))
+    )
+    test, n_classes = load_test(cfg, 4)
+    assert n_classes == 20 and torch.equal(test.x, full.test.x[:4]) and torch.equal(test.y, full.test.y[:4])
+    assert [(c.limit_train, c.limit_test) for c in asked] == [(1, 4)]
+    everything, _ = load_test(cfg)
+    assert torch.equal(everything.x, full.test.x) and len(everything) == 6
+    assert input_domain(cfg).hi == math.inf and full.test.x.max() > 1  # counts above 1

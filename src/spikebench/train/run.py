@@ -246,18 +246,28 @@ def resume_run(
 
 def eval_run(run_dir: Path, device: str | None = None, precision: str | None = None) -> dict[str, Any]:
     """Re-evaluate a run's checkpoint on its test set (on ``device``, in ``precision``, when given: a run
-    trained on a GPU evaluates on a CPU-only machine)."""
+    trained on a GPU evaluates on a CPU-only machine); a run trained with a backdoor also gets its
+    ``backdoor`` record again (:func:`~spikebench.train.backdoor.evaluate_backdoor`: ``summary.json``'s
+    numbers for a deterministic encoder), on the triggered test samples, without poisoning the training
+    split again."""
     built = load_run(run_dir, device, precision)
-    enc = components.build_encoding(built.cfg, generator(built.cfg.train.seed, 3, built.device))
+    cfg = built.cfg
+    enc = components.build_encoding(cfg, generator(cfg.train.seed, 3, built.device))
     built.net.eval()
     with exact_numerics():
-        acc = evaluate(built.net, built.test, enc, built.cfg.train.eval_batch_size, built.precision)
+        acc = evaluate(built.net, built.test, enc, cfg.train.eval_batch_size, built.precision)
+        backdoor = (
+            evaluate_backdoor(built.net, built.test, enc, cfg.data.backdoor, cfg.train.eval_batch_size)
+            if cfg.data.backdoor.fraction > 0
+            else None
+        )
     return {
         "run": str(run_dir),
         "rule": built.cfg.rule.name,
         "dataset": built.cfg.data.name,
         "test_samples": len(built.test),
         "test_accuracy": acc,
+        "backdoor": backdoor,
         "device": str(built.device),
         "precision": built.precision,
     }
