@@ -616,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a run's checkpoint on its test set")
+    p = sub.add_parser("eval", help="evaluate a run's checkpoint on its test set (and its backdoor, if any)")
     p.add_argument("run_dir", help="a run directory written by 'spikebench train'")
     p.add_argument("--device", choices=["cpu", "cuda"], help="device (default: the run's train.device)")
     p.add_argument("--precision", choices=PRECISIONS, help="products' precision (default: the run's)")

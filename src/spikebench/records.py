@@ -17,7 +17,33 @@ SUMMARY = "summary.json"
 CHECKSUMS = "checksums.json"
 """SHA-256 of every other file of a finished run, written last (:mod:`spikebench.studies.validate`)."""
 ATTACKS_DIR = "attacks"
-"""Attack records ``<run>/attacks/<stem>.json`` (stems: :func:`spikebench.attacks.runner.report_stem`)."""
+"""Attack records ``<run>/attacks/<stem>.json`` (stems: :attr:`spikebench.attacks.request.AttackRequest.stem`)."""
+
+# the attack records a study writes and its report reads, by stem (each is the ``stem`` of a request the
+# studies make; tests/studies/test_evidence.py checks them against the planned jobs)
+STEM_PGD_EXACT = "pgd-exact"
+STEM_APGD_EXACT = "apgd-exact"
+STEM_PGD_RULE = "pgd-rule"
+STEM_PGD_TRANSFER = "pgd-transfer"
+STEM_FGSM_EXACT = "fgsm-exact"
+STEM_SQUARE = "square"
+STEM_NES = "nes"
+STEM_SPSA = "spsa"
+STEM_GAUSSIAN_NOISE = "gaussian-noise"
+STEM_UNIFORM_NOISE = "uniform-noise"
+ATTACK_STEMS = (
+    STEM_PGD_EXACT,
+    STEM_APGD_EXACT,
+    STEM_PGD_RULE,
+    STEM_PGD_TRANSFER,
+    STEM_FGSM_EXACT,
+    STEM_SQUARE,
+    STEM_NES,
+    STEM_SPSA,
+    STEM_GAUSSIAN_NOISE,
+    STEM_UNIFORM_NOISE,
+)
+"""The report's attack columns, in order."""
 ALIGNMENT_LOG = "alignment.jsonl"
 FISHER_LOG = "fisher.jsonl"
 PROBES_DIR = "probes"

@@ -4,9 +4,11 @@ what the runs used (not the mode) and a methods section is generated from the re
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from spikebench import records
 from spikebench.cli import main
 from spikebench.config import Config
 from spikebench.studies.budget import estimate, train_seconds
@@ -55,6 +57,15 @@ def test_evidence_plan_has_the_stated_seeds_parts_and_budgets():
     c3 = {"pgd-exact", "apgd-exact", "pgd-exact@fast_sigmoid-8", "fgsm-exact", "square", "gaussian-noise"}
     for part in ("recurrence", "recurrence-sequential", "recurrence-matched"):
         assert all(c3 <= per_key[k] for k in plan.parts[part])
+
+
+def test_the_attack_stems_the_report_reads_are_those_the_studies_write():
+    full = plan_study("all", Config(), Mode.make(False, None))
+    planned = {j.stem for j in full.jobs if isinstance(j, AttackJob)}
+    assert set(records.ATTACK_STEMS) <= planned
+    assert {v for k, v in vars(records).items() if k.startswith("STEM_")} == set(records.ATTACK_STEMS)
+    pgd = next(j for j in full.jobs if isinstance(j, AttackJob) and j.stem == records.STEM_PGD_EXACT)
+    assert pgd.record(Path("s")) == Path("s/runs") / pgd.key / records.ATTACKS_DIR / "pgd-exact.json"
 
 
 def test_evidence_estimate_is_within_two_hours_on_two_workers():

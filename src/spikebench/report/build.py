@@ -25,7 +25,14 @@ from spikebench.attacks.evidence import (
     worst_case,
 )
 from spikebench.io import atomic_write_text
-from spikebench.records import ANALYSIS_DIR, REFERENCE_RULE, REPORT_DIR
+from spikebench.records import (
+    ANALYSIS_DIR,
+    ATTACK_STEMS,
+    REFERENCE_RULE,
+    REPORT_DIR,
+    STEM_PGD_EXACT,
+    STEM_SQUARE,
+)
 from spikebench.report import plots
 from spikebench.report.controls import controls_section
 from spikebench.report.document import Block, Heading, Image, Para, Table, to_html, to_markdown
@@ -33,19 +40,6 @@ from spikebench.report.methods import header_blocks, methods_blocks
 from spikebench.report.records import RunRecord, Stat, StudyRecords, group, load_study, stat
 from spikebench.report.verdicts import DECIDING_COMMAND, INCONCLUSIVE, NOT_COMPUTED, Verdict
 from spikebench.studies.study import Claim, report_studies
-
-ATTACK_COLUMNS = [
-    "pgd-exact",
-    "apgd-exact",
-    "pgd-rule",
-    "pgd-transfer",
-    "fgsm-exact",
-    "square",
-    "nes",
-    "spsa",
-    "gaussian-noise",
-    "uniform-noise",
-]
 
 
 def _fmt(s: Stat | None, scale: float = 1.0) -> str:
@@ -188,8 +182,8 @@ def recurrence_section(runs: list[RunRecord], out: Path) -> list[Block]:
         for recurrent in (False, True):
             sub = [r for r in rs if r.recurrent == recurrent]
             cells.append(_fmt(stat(r.summary["test_accuracy"] for r in sub)))
-            cells.append(_fmt(stat(_mean_curve(r, "pgd-exact") for r in sub)))
-            cells.append(_fmt(stat(_mean_curve(r, "square") for r in sub)))
+            cells.append(_fmt(stat(_mean_curve(r, STEM_PGD_EXACT) for r in sub)))
+            cells.append(_fmt(stat(_mean_curve(r, STEM_SQUARE) for r in sub)))
         rows.append(cells)
     blocks.append(
         Table(
@@ -213,7 +207,7 @@ def recurrence_section(runs: list[RunRecord], out: Path) -> list[Block]:
         )
     )
     blocks += attack_checks(runs)
-    for attack in ("pgd-exact", "square"):
+    for attack in (STEM_PGD_EXACT, STEM_SQUARE):
         png = plots.robustness_curves(runs, attack, out / f"recurrence-{attack}.png")
         if png:
             blocks.append(Image(png, f"robustness under {attack}"))
@@ -371,7 +365,7 @@ def masking_blocks(runs: list[RunRecord]) -> list[Block]:
 def attacks_section(runs: list[RunRecord], backdoor: list[RunRecord], out: Path) -> list[Block]:
     blocks: list[Block] = [Heading("C4: gradient-based and gradient-free attacks")]
     sweep = sorted({s for r in runs for s in r.attacks if "@" in s})
-    present = [a for a in [*ATTACK_COLUMNS, *sweep] if any(r.attack_curve(a) for r in runs)]
+    present = [a for a in [*ATTACK_STEMS, *sweep] if any(r.attack_curve(a) for r in runs)]
     rows = []
     for name, rs in _by_rule(runs):
         rows.append(

@@ -27,7 +27,7 @@ from scipy import stats as st
 from spikebench.analysis import stats
 from spikebench.analysis.controls import alignment_summary
 from spikebench.attacks import evidence
-from spikebench.records import REFERENCE_RULE
+from spikebench.records import REFERENCE_RULE, STEM_PGD_EXACT, STEM_PGD_RULE, STEM_PGD_TRANSFER
 from spikebench.report.records import RunRecord
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_COMPUTED = (
@@ -627,8 +627,8 @@ def c4_transport(runs: list[RunRecord]) -> Verdict:
     for r in runs:
         if not r.ok or has_weight_transport(r.summary["locality"]):
             continue
-        rule_src = worst_case(r, [s for s in r.attacks if s.startswith("pgd-rule")])
-        ref = worst_case(r, [s for s in ("pgd-exact", "pgd-transfer") if s in r.attacks])
+        rule_src = worst_case(r, [s for s in r.attacks if s.startswith(STEM_PGD_RULE)])
+        ref = worst_case(r, [s for s in (STEM_PGD_EXACT, STEM_PGD_TRANSFER) if s in r.attacks])
         if rule_src is not None and ref is not None:
             values.setdefault(f"{r.rule} ({r.dataset})", {})[r.seed] = rule_src - ref
     claim = "C4.i"
