@@ -18,7 +18,7 @@ import torch
 
 from spikebench import io as sbio
 from spikebench.cli import failure_summary, main
-from spikebench.config import ConfigError, from_dict, load_config, load_yaml, to_dict
+from spikebench.config import Config, ConfigError, from_dict, load_config, load_yaml, to_dict, to_yaml
 from spikebench.data import datasets
 from spikebench.data.idx import DataError
 from spikebench.io import DiskFullError, atomic_write_json
@@ -401,6 +401,8 @@ def test_study_arguments_are_checked_before_anything_runs(fake_data, tmp_path, c
     ],
 )
 def test_attack_numeric_arguments(tmp_path, capsys, args, message):
+    # eps is checked against the input domain of the run's dataset: its config is all that is read first
+    (tmp_path / "config.yaml").write_text(to_yaml(Config()))
     assert main(["attack", str(tmp_path), "--attack", "pgd", *args]) == 2
     assert message in capsys.readouterr().err
 
