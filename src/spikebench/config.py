@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -121,18 +121,26 @@ class ModelConfig:
         _check(self.pool > 0, f"model.pool must be positive (1 = no pooling), got {self.pool}")
 
 
+#: field metadata: leave the field out of the config's plain data (:func:`to_dict`) while it is empty, so
+#: that configs written before the field existed keep their serialised form (and their run keys)
+OMIT_EMPTY = "omit_empty"
+
+
 @dataclass(frozen=True)
 class RuleConfig:
-    """The learning rule and its options (each rule documents which options it reads).
+    """The learning rule and its options. Each rule declares the options it reads, with their choices,
+    defaults and meaning (``options`` on the rule class; ``spikebench ls rules`` lists them); the rule
+    validates them when the config is checked (:func:`spikebench.components.validate`).
 
-    ``k``: window length of ``tbptt``; block length of ``eprop``'s trace updates (exact for every k,
-    memory O(k), faster for larger k). ``update``: when a rule applies its update (``tbptt``:
-    window|sequence, ``ottt``: step|sequence, ...; null = the rule's default). ``feedback``:
-    symmetric|random feedback for ``fa`` and ``eprop`` (null = the rule's default). ``trace``:
-    what ``dfa`` multiplies its error with, none (the presynaptic input at t) | presynaptic (a trace of
-    it decaying with the membrane's alpha); null = the rule's default. ``local_loss``: the
-    loss of ``decolle``'s local readouts, mse (the paper's, default) | ce (cross-entropy).
+    The options that predate those declarations keep a key of their own: ``k`` (``tbptt``'s window
+    length; also ``eprop``'s block length when ``rule.options.block`` is null, as configs written before
+    that option meant), ``update``, ``feedback``, ``trace`` and ``local_loss`` (null = the rule's
+    default). Every other option, a plugin rule's included, is a key of ``options``
+    (``--set rule.options.block=8``); an empty ``options`` is left out of the saved config.
     """
+
+    #: the options with a key of their own, read through :meth:`value` like those in ``options``
+    NAMED: ClassVar[tuple[str, ...]] = ("k", "update", "feedback", "trace", "local_loss")
 
     name: str = "bptt"
     k: int = 5
@@ -140,9 +148,19 @@ class RuleConfig:
     feedback: str | None = None
     trace: str | None = None
     local_loss: str | None = None
+    options: dict[str, str | int | float | bool | None] = field(
+        default_factory=dict, hash=False, metadata={OMIT_EMPTY: True}
+    )
 
     def __post_init__(self) -> None:
         _check(self.k > 0, f"rule.k must be positive, got {self.k}")
+        for key in self.options:
+            _check(key not in self.NAMED, f"rule.options.{key}: this option is set as rule.{key}")
+        object.__setattr__(self, "options", dict(sorted(self.options.items())))  # one canonical order
+
+    def value(self, name: str) -> Any:
+        """The value given for option ``name`` (None when not given: the rule's default applies)."""
+        return getattr(self, name) if name in self.NAMED else self.options.get(name)
 
 
 Trackable = Literal["cka", "grad_alignment", "fisher"]
@@ -240,6 +258,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}{hint}")
         return value
+    if origin is dict:
+        _check(isinstance(value, dict), f"{key} must be a mapping, got {value!r}")
+        (key_tp, item_tp) = typing.get_args(tp)
+        for k in value:
+            _check(isinstance(k, key_tp), f"{key} must have {_type_name(key_tp)} keys, got {k!r}")
+        return {k: _coerce(v, item_tp, f"{key}.{k}") for k, v in value.items()}
     if origin is tuple:
         _check(isinstance(value, list | tuple), f"{key} must be a list, got {value!r}")
         (item_tp, _ellipsis) = typing.get_args(tp)
@@ -292,13 +316,19 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     """A config as nested plain data (tuples become lists), suitable for YAML and JSON."""
 
     def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {
+                f.name: plain(getattr(v, f.name))
+                for f in fields(v)
+                if not (f.metadata.get(OMIT_EMPTY) and not getattr(v, f.name))
+            }
         if isinstance(v, tuple | list):
             return [plain(x) for x in v]
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
         return v
 
-    return plain(dataclasses.asdict(cfg))
+    return plain(cfg)
 
 
 def from_dict(data: dict[str, Any]) -> Config:

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -24,12 +24,9 @@ from torch import Tensor
 from spikebench.config import ConfigError, RuleConfig
 from spikebench.data.encoders import Encoding
 from spikebench.nn.network import Network
-from spikebench.registry import Registry
+from spikebench.registry import Registry, SpikebenchError
 
 RULES: Registry[type[LearningRule]] = Registry("rule")
-
-#: the optional ``RuleConfig`` choices (null = the rule's default)
-OPTIONS = ("update", "feedback", "trace", "local_loss")
 
 
 class Spatial(StrEnum):
@@ -108,7 +105,8 @@ class Locality:
 
     @property
     def online(self) -> bool:
-        return self.temporal == Temporal.ONLINE
+        """Whether the rule runs online: its memory does not grow with T (what :attr:`memory` declares)."""
+        return self.memory == Memory.ONE
 
     def as_dict(self) -> dict[str, str | bool | int]:
         """The record form (``summary.json["locality"]``): plain strings, the bool, and the rank."""
@@ -119,6 +117,54 @@ class Locality:
             "memory": self.memory.value,
             "rank": self.rank,
         }
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option a rule reads, as data: its ``name``, its ``default`` (what null means), its
+    ``choices`` (for a string option; empty: any value of ``type``), the ``type`` of its values
+    (``str``, ``int``, ``float``, ``bool``), an optional ``minimum`` and a one-line ``help``.
+
+    Its key is ``rule.NAME`` for the options :class:`RuleConfig` names (``RuleConfig.NAMED``), else
+    ``rule.options.NAME``. :meth:`LearningRule.check_config` validates every declared option once;
+    :meth:`LearningRule.option_values` resolves them.
+    """
+
+    name: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    type: type = str
+    minimum: float | None = None
+
+    @property
+    def key(self) -> str:
+        return f"rule.{self.name}" if self.name in RuleConfig.NAMED else f"rule.options.{self.name}"
+
+    def resolve(self, value: Any, rule: str) -> Any:
+        """``value`` checked (null = :attr:`default`); raises :class:`ConfigError` naming the key."""
+        if value is None:
+            return self.default
+        if self.choices:
+            if value not in self.choices:
+                raise ConfigError(
+                    f"rule {rule!r}: {self.key} must be one of {', '.join(self.choices)}, got {value!r}"
+                )
+            return value
+        ok = isinstance(value, self.type) and not (isinstance(value, bool) and self.type is not bool)
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise ConfigError(f"rule {rule!r}: {self.key} must be a {self.type.__name__}, got {value!r}")
+        if self.minimum is not None and value < self.minimum:
+            raise ConfigError(f"rule {rule!r}: {self.key} must be >= {self.minimum:g}, got {value!r}")
+        return value
+
+    def describe(self) -> str:
+        """``name: a|b (default a)`` for ``spikebench ls rules``."""
+        values = "|".join(self.choices) if self.choices else self.type.__name__
+        default = "null" if self.default is None else self.default
+        return f"{self.key}: {values} (default {default}) -- {self.help}"
 
 
 @dataclass
@@ -133,7 +179,14 @@ Apply = Callable[[], None]
 
 
 class LearningRule(ABC):
-    """Base class of every rule; subclasses register with ``@RULES.register(name)``."""
+    """Base class of every rule; subclasses register with ``@RULES.register(name)``.
+
+    A rule declares, as class attributes: its ``locality`` (from whose memory class :attr:`online` is
+    derived), ``paper`` and ``deviations``, the ``archs`` it supports, its ``options`` (:class:`Option`,
+    validated here once for every rule) and its input-gradient path: ``exact_input_gradient = True``
+    when its credit reaches the input as surrogate BPTT's does (the default :meth:`input_gradient`),
+    otherwise an :meth:`input_gradient` of its own.
+    """
 
     name: ClassVar[str]
     #: the locality of the rule's default options (:meth:`locality_for` those of a config)
@@ -142,14 +195,26 @@ class LearningRule(ABC):
     paper: ClassVar[str]
     #: how this implementation differs from that paper (each a sentence); empty when it does not
     deviations: ClassVar[tuple[str, ...]] = ()
+    #: derived from ``locality.memory`` when the class is defined (O(1) memory = online); never set it
     online: ClassVar[bool] = False
     archs: ClassVar[tuple[str, ...]] = ("mlp",)
+    #: the options this rule reads; any other option given in its config is an error
+    options: ClassVar[tuple[Option, ...]] = ()
+    #: True: the input gradient is exact surrogate BPTT (autograd through the network, the default
+    #: :meth:`input_gradient`); False: the rule overrides :meth:`input_gradient` with its own path
+    exact_input_gradient: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "online" in cls.__dict__:
+            raise TypeError(f"{cls.__name__}.online is derived from locality.memory; declare the locality")
+        if "locality" in cls.__dict__:
+            cls.online = cls.locality.online
 
     def __init__(self, cfg: RuleConfig, net: Network, gen: torch.Generator) -> None:
         self.cfg = cfg
-
-    #: which of the optional ``RuleConfig`` choices (:data:`OPTIONS`) this rule reads
-    options: ClassVar[tuple[str, ...]] = ()
+        #: every declared option's value, defaults filled in (:meth:`option_values`)
+        self.opts = self.option_values(cfg)
 
     @classmethod
     def locality_for(cls, cfg: RuleConfig) -> Locality:
@@ -158,13 +223,26 @@ class LearningRule(ABC):
         return cls.locality
 
     @classmethod
+    def option_values(cls, cfg: RuleConfig) -> dict[str, Any]:
+        """``name -> value`` of every declared option in ``cfg`` (null = its default), each checked."""
+        return {opt.name: opt.resolve(cfg.value(opt.name), cls.name) for opt in cls.options}
+
+    @classmethod
     def check_config(cls, cfg: RuleConfig) -> None:
-        """Raise :class:`ConfigError` for options this rule cannot take. The base class rejects a
-        non-null option (:data:`OPTIONS`) the rule does not list in ``options``; rules that read an option
-        extend this to check its value."""
-        for key in OPTIONS:
-            if key not in cls.options and getattr(cfg, key) is not None:
+        """Raise :class:`ConfigError` for options this rule cannot take: a value outside a declared
+        option's choices, type or range, or an option it does not declare (a non-null named key of
+        :class:`RuleConfig`, or any key of ``rule.options``; ``rule.k``, never null, is not checked)."""
+        declared = {opt.name for opt in cls.options}
+        for key in RuleConfig.NAMED:
+            if key != "k" and key not in declared and getattr(cfg, key) is not None:
                 raise ConfigError(f"rule {cls.name!r} takes no rule.{key} option")
+        for key in cfg.options:
+            if key not in declared:
+                valid = ", ".join(sorted(declared - set(RuleConfig.NAMED))) or "none"
+                raise ConfigError(
+                    f"rule {cls.name!r} takes no rule.options.{key} option (its options: {valid})"
+                )
+        cls.option_values(cfg)
 
     @abstractmethod
     def train_batch(
@@ -177,9 +255,16 @@ class LearningRule(ABC):
         """Gradient of the loss w.r.t. the encoded input ``x_seq`` [T, B, ...] along the path this rule
         uses for credit assignment (the ``rule`` gradient source of attacks).
 
-        Default: exact surrogate BPTT of :func:`sequence_loss`. Rules whose backward path differs
-        (random feedback, broadcast errors, local readouts) override it and document what it is.
+        This default is exact surrogate BPTT of :func:`sequence_loss`, for the rules that declare
+        ``exact_input_gradient = True``; rules whose backward path differs (random feedback, broadcast
+        errors, local readouts) override it and document what it is. A rule that does neither gets an
+        error here rather than a silent copy of the exact gradient.
         """
+        if not self.exact_input_gradient:
+            raise SpikebenchError(
+                f"rule {self.name!r} declares no input gradient: set exact_input_gradient = True "
+                "(its credit reaches the input as BPTT's does) or override input_gradient"
+            )
         x_seq = x_seq.detach().requires_grad_(True)
         loss = sequence_loss(net(x_seq).readout, labels)
         return torch.autograd.grad(loss, x_seq)[0]
@@ -196,11 +281,3 @@ class LearningRule(ABC):
 def sequence_loss(readout: Tensor, labels: Tensor) -> Tensor:
     """Loss of rules that see the whole sequence: cross-entropy of the time-averaged readout."""
     return F.cross_entropy(readout.mean(0), labels)
-
-
-def choose(cfg_value: str | None, options: tuple[str, ...], default: str, key: str, rule: str) -> str:
-    """Resolve an option (null = default) and check it is one of ``options``."""
-    value = default if cfg_value is None else cfg_value
-    if value not in options:
-        raise ConfigError(f"rule {rule!r}: {key} must be one of {', '.join(options)}, got {value!r}")
-    return value

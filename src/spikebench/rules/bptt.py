@@ -34,6 +34,7 @@ class BPTT(LearningRule):
     locality = Locality(Spatial.EXACT, Temporal.FULL, weight_transport=True, memory=Memory.T)
     paper = "Werbos (1990), Backpropagation through time; surrogate gradients: Neftci, Mostafa & Zenke (2019)"
     archs = ("mlp", "conv")
+    exact_input_gradient = True
 
     def train_batch(
         self, net: Network, x: Tensor, labels: Tensor, enc: Encoding, apply: Apply

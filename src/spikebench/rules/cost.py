@@ -173,7 +173,7 @@ def _eprop(rule: LearningRule, net: nn.Module, T: int) -> RuleCost:
     state = sum_matrices (P + N_l P) + O_L
 
     (signal: ``C O_L + sum_{l>0} S_l`` symmetric, ``sum_l C N_l`` random). The implementation gets the
-    same gradient with fewer passes (blocks of ``rule.k`` steps, factorised constant inputs); the
+    same gradient with fewer passes (blocks of ``rule.options.block`` steps, factorised constant inputs); the
     per-step form is what an online device would run."""
     s, C = shapes(net), net.n_classes
     if rule.feedback == "random":

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from torch import Tensor
 
 from spikebench.config import RuleConfig
 from spikebench.nn.network import Network
-from spikebench.rules.base import RULES, Locality, Memory, Spatial, Temporal, choose
-from spikebench.rules.online import StepView, TracedRule, random_matrix, step_error
+from spikebench.rules.base import RULES, Locality, Memory, Option, Spatial, Temporal
+from spikebench.rules.online import UPDATE, StepView, TracedRule, random_matrix, step_error
 
 LOCAL_LOSSES = ("mse", "ce")
+OPTIONS = (
+    UPDATE,
+    Option("local_loss", "mse", "the loss of the local readouts (mse: the paper's)", LOCAL_LOSSES),
+)
 
 
 @RULES.register("decolle")
@@ -65,21 +67,16 @@ class DECOLLE(TracedRule):
         "rule.local_loss=ce (not the default) replaces the paper's mean-squared error by a cross-entropy",
     )
     archs = ("mlp", "conv")
-    options: ClassVar[tuple[str, ...]] = ("update", "local_loss")
+    options = OPTIONS
 
     def __init__(self, cfg: RuleConfig, net: Network, gen: torch.Generator) -> None:
         super().__init__(cfg, net, gen)
-        self.local_loss = choose(cfg.local_loss, LOCAL_LOSSES, "mse", "rule.local_loss", self.name)
+        self.local_loss = self.opts["local_loss"]
         like = net.readout.linear.weight
         self.fixed = {
             f"readout.{i}": random_matrix(gen, net.n_classes, layer.n_outputs, layer.n_outputs, like)
             for i, layer in enumerate(net.layers)
         }
-
-    @classmethod
-    def check_config(cls, cfg: RuleConfig) -> None:
-        choose(cfg.local_loss, LOCAL_LOSSES, "mse", "rule.local_loss", cls.name)
-        super().check_config(cfg)
 
     def local_error(self, r: Tensor, onehot: Tensor, T: int) -> Tensor:
         """``e_l[t]``, the gradient of the local loss w.r.t. the local readout ``r`` [B, C]."""

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from torch import Tensor
 
 from spikebench.config import RuleConfig
 from spikebench.nn.network import Network
-from spikebench.rules.base import RULES, Locality, Memory, Spatial, Temporal, choose
-from spikebench.rules.online import StepView, TracedRule, feedback_matrices
+from spikebench.rules.base import RULES, Locality, Memory, Option, Spatial, Temporal
+from spikebench.rules.online import UPDATE, StepView, TracedRule, feedback_matrices
 
 TRACES = ("none", "presynaptic")
+OPTIONS = (
+    UPDATE,
+    Option(
+        "trace", "presynaptic", "what the error multiplies: the input at t, or its decaying trace", TRACES
+    ),
+)
 
 
 @RULES.register("dfa")
@@ -51,18 +55,12 @@ class DFA(TracedRule):
         "the per-step loss is that of the leaky readout y[t] = kappa y[t-1] + W_out z[t] + b_out (the paper's output is instantaneous); the readout's own weights get the exact gradient through their trace, but a hidden layer at step t is credited only through y[t], the leak's effect on later steps' losses is ignored",
     )
     archs = ("mlp", "conv")
-    options: ClassVar[tuple[str, ...]] = ("update", "trace")
-    default_trace: ClassVar[str] = "presynaptic"
+    options = OPTIONS
 
     def __init__(self, cfg: RuleConfig, net: Network, gen: torch.Generator) -> None:
         super().__init__(cfg, net, gen)
-        self.trace = choose(cfg.trace, TRACES, self.default_trace, "rule.trace", self.name)
+        self.trace = self.opts["trace"]
         self.fixed = feedback_matrices(gen, net)
-
-    @classmethod
-    def check_config(cls, cfg: RuleConfig) -> None:
-        choose(cfg.trace, TRACES, cls.default_trace, "rule.trace", cls.name)
-        super().check_config(cfg)
 
     def trace_decay(self, net: Network) -> float:
         return net.layers[0].params.alpha if self.trace == "presynaptic" else 0.0

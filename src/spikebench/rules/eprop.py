@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from spikebench.config import RuleConfig
+from spikebench.config import ConfigError, RuleConfig
 from spikebench.nn.network import Network
 from spikebench.precision import add_bmm_, add_mm_, as_state
-from spikebench.rules.base import RULES, Locality, Memory, Spatial, Temporal, choose
+from spikebench.rules.base import RULES, Locality, Memory, Option, Spatial, Temporal
 from spikebench.rules.online import (
+    UPDATE,
     OnlineRule,
     StepView,
     add_grad,
@@ -22,6 +22,22 @@ from spikebench.rules.online import (
 )
 
 FEEDBACKS = ("symmetric", "random")
+OPTIONS = (
+    UPDATE,
+    Option(
+        "feedback",
+        "symmetric",
+        "learning signals through the transposed weights, or fixed random ones",
+        FEEDBACKS,
+    ),
+    Option(
+        "block",
+        None,
+        "steps per trace update with rule.update=sequence (the same gradient; null: rule.k)",
+        type=int,
+        minimum=1,
+    ),
+)
 
 
 class Eligibility:
@@ -155,9 +171,9 @@ class EProp(OnlineRule):
     recurrent spikes: this equals autodiff of the loss with a stop-gradient on ``V z[t-1]``, on every
     layer's input and on the reset (tested). The readout gets its exact gradient
     (:class:`~spikebench.rules.online.ReadoutTrace`). ``rule.update``: step|sequence (default sequence).
-    With ``sequence`` the traces advance in blocks of ``rule.k`` steps (:class:`Eligibility`: the same
-    gradient, fewer passes over the [B, N, D] traces); ``step`` needs every step's gradient at once and
-    uses blocks of one step.
+    With ``sequence`` the traces advance in blocks of ``rule.options.block`` steps (null: ``rule.k``, what
+    configs written before the option meant; :class:`Eligibility`: the same gradient, fewer passes over
+    the [B, N, D] traces); ``step`` needs every step's gradient at once and uses blocks of one step.
 
     Input gradient (attacks): the first layer's learning signal, filtered back in time by kappa, through
     its eligibility path ``psi``, the leak alpha and ``W_1`` (:meth:`OnlineRule.input_gradient`).
@@ -176,25 +192,27 @@ class EProp(OnlineRule):
         "LIF neurons only (no adaptive ALIF neurons) and no firing-rate regularisation",
         "the readout leak is credited as in the paper: the eligibility traces are filtered by kappa",
     )
-    options: ClassVar[tuple[str, ...]] = ("update", "feedback")
-    default_feedback: ClassVar[str] = "symmetric"
+    options = OPTIONS
 
     def __init__(self, cfg: RuleConfig, net: Network, gen: torch.Generator) -> None:
         super().__init__(cfg, net, gen)
-        self.feedback = choose(cfg.feedback, FEEDBACKS, self.default_feedback, "rule.feedback", self.name)
-        self.block = cfg.k if self.update == "sequence" else 1
+        self.feedback = self.opts["feedback"]
+        self.block = (self.opts["block"] or cfg.k) if self.update == "sequence" else 1
         if self.feedback == "random":
             self.fixed = feedback_matrices(gen, net)
 
     @classmethod
     def check_config(cls, cfg: RuleConfig) -> None:
-        choose(cfg.feedback, FEEDBACKS, cls.default_feedback, "rule.feedback", cls.name)
         super().check_config(cfg)
+        if cfg.value("block") is not None and cls.option_values(cfg)["update"] == "step":
+            raise ConfigError(
+                "rule 'eprop': rule.options.block is for rule.update=sequence (step uses blocks of one step)"
+            )
 
     @classmethod
     def locality_for(cls, cfg: RuleConfig) -> Locality:
         """Random feedback has no weight transport (rank 4); symmetric feedback has (rank 3)."""
-        feedback = choose(cfg.feedback, FEEDBACKS, cls.default_feedback, "rule.feedback", cls.name)
+        feedback = cls.option_values(cfg)["feedback"]
         return replace(cls.locality, weight_transport=feedback == "symmetric")
 
     def signal_decay(self, net: Network) -> float:

@@ -43,13 +43,14 @@ from spikebench.rules.base import (
     LearningRule,
     Locality,
     Memory,
+    Option,
     Spatial,
     Temporal,
-    choose,
     sequence_loss,
 )
 
 FEEDBACKS = ("random", "symmetric")
+OPTIONS = (Option("feedback", "random", "fixed random feedback matrices, or the forward weights", FEEDBACKS),)
 
 
 def _uniform_like(w: Tensor, gen: torch.Generator) -> Tensor:
@@ -75,22 +76,16 @@ class FeedbackAlignment(LearningRule):
         "in place of the recurrent weights and convolution kernels, is this project's",
     )
     archs = ("mlp", "conv")
+    options = OPTIONS
 
     def __init__(self, cfg: RuleConfig, net: Network, gen: torch.Generator) -> None:
         super().__init__(cfg, net, gen)
-        self.mode = choose(cfg.feedback, FEEDBACKS, "random", "rule.feedback", self.name)
+        self.mode = self.opts["feedback"]
         self.matrices: dict[str, Tensor] = {}  # by parameter name: every weight matrix and kernel
         if self.mode == "random":
             for name, p in net.named_parameters():
                 if p.dim() >= 2:
                     self.matrices[name] = _uniform_like(p.detach(), gen)
-
-    options = ("feedback",)
-
-    @classmethod
-    def check_config(cls, cfg: RuleConfig) -> None:
-        super().check_config(cfg)
-        choose(cfg.feedback, FEEDBACKS, "random", "rule.feedback", cls.name)
 
     def backward_weights(self, net: Network) -> dict[str, Tensor]:
         """The matrices (and kernels, for convolution blocks) the backward pass uses, by the name of the

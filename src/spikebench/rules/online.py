@@ -53,9 +53,11 @@ from spikebench.data.encoders import Encoding
 from spikebench.nn.layers import SpikingLayer, add_grad, add_outer, is_time_constant
 from spikebench.nn.network import Network, Readout
 from spikebench.precision import as_state
-from spikebench.rules.base import Apply, BatchResult, LearningRule, choose
+from spikebench.rules.base import Apply, BatchResult, LearningRule, Option
 
 UPDATES = ("step", "sequence")
+#: when an online rule applies its update: after every step, or once per sequence
+UPDATE = Option("update", "sequence", "apply the update after every step or once per sequence", UPDATES)
 
 
 @dataclass
@@ -264,19 +266,12 @@ class OnlineRule(LearningRule):
     ``self.fixed`` (saved by :meth:`state_dict`).
     """
 
-    online = True
-    options: ClassVar[tuple[str, ...]] = ("update",)
-    default_update: ClassVar[str] = "sequence"
+    options: ClassVar[tuple[Option, ...]] = (UPDATE,)
 
     def __init__(self, cfg: RuleConfig, net: Network, gen: torch.Generator) -> None:
         super().__init__(cfg, net, gen)
-        self.update = choose(cfg.update, UPDATES, self.default_update, "rule.update", self.name)
+        self.update = self.opts["update"]
         self.fixed: dict[str, Tensor] = {}
-
-    @classmethod
-    def check_config(cls, cfg: RuleConfig) -> None:
-        choose(cfg.update, UPDATES, cls.default_update, "rule.update", cls.name)
-        super().check_config(cfg)
 
     # -- what subclasses define ----------------------------------------------------------------
 

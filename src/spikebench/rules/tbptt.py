@@ -27,13 +27,17 @@ from spikebench.rules.base import (
     LearningRule,
     Locality,
     Memory,
+    Option,
     Spatial,
     Temporal,
-    choose,
     sequence_loss,
 )
 
 UPDATES = ("sequence", "window")
+OPTIONS = (
+    Option("k", 5, "window length in steps", type=int, minimum=1),
+    Option("update", "sequence", "apply the update after every window or once per sequence", UPDATES),
+)
 
 
 @RULES.register("tbptt")
@@ -48,18 +52,13 @@ class TBPTT(LearningRule):
         "window's share of the sequence (with k >= T: exactly bptt's loss)",
     )
     archs = ("mlp", "conv")
+    options = OPTIONS
+    exact_input_gradient = True
 
     def __init__(self, cfg: RuleConfig, net: Network, gen: torch.Generator) -> None:
         super().__init__(cfg, net, gen)
-        self.k = cfg.k
-        self.update = choose(cfg.update, UPDATES, "sequence", "rule.update", self.name)
-
-    options = ("update",)
-
-    @classmethod
-    def check_config(cls, cfg: RuleConfig) -> None:
-        super().check_config(cfg)
-        choose(cfg.update, UPDATES, "sequence", "rule.update", cls.name)
+        self.k = self.opts["k"]
+        self.update = self.opts["update"]
 
     def train_batch(
         self, net: Network, x: Tensor, labels: Tensor, enc: Encoding, apply: Apply
