@@ -12,6 +12,8 @@ from typing import Any
 
 from spikebench import __version__
 from spikebench.config import ConfigError, parse_override
+from spikebench.plugins import GROUP, load_entry_points
+from spikebench.plugins import load as load_plugin
 from spikebench.precision import PRECISIONS
 from spikebench.registry import SpikebenchError, UnknownNameError
 
@@ -537,6 +539,17 @@ def _ls_rules(reg, as_json: bool) -> None:
                     "archs": list(cls.archs),
                     "paper": cls.paper,
                     "deviations": list(cls.deviations),
+                    "options": [
+                        {
+                            "key": o.key,
+                            "choices": list(o.choices),
+                            "type": o.type.__name__,
+                            "default": o.default,
+                            "help": o.help,
+                        }
+                        for o in cls.options
+                    ],
+                    "input_gradient": "exact" if cls.exact_input_gradient else "own",
                 }
                 for n, cls in rows
             ]
@@ -567,6 +580,10 @@ def _ls_rules(reg, as_json: bool) -> None:
         print(f"\n{n}: {cls.paper}")
         for d in cls.deviations or ("no deviation from the paper",):
             print(f"  - {d}")
+        for o in cls.options:
+            print(f"  option {o.describe()}")
+        path = "exact (surrogate BPTT through the network)" if cls.exact_input_gradient else "the rule's own"
+        print(f"  input gradient (pgd-rule): {path}")
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -773,6 +790,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", help="rules, datasets, encoders, surrogates, attacks, analyses or studies")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_ls)
+
+    for p in sub.choices.values():  # every command: its components may come from a plugin
+        p.add_argument(
+            "--plugin",
+            action="append",
+            default=[],
+            metavar="MODULE_OR_FILE",
+            help="import a plugin before anything else: a module name or a .py file (repeatable; installed "
+            f"entry points of the group {GROUP!r} are always imported)",
+        )
     return parser
 
 
@@ -794,6 +821,9 @@ def main(argv: list[str] | None = None) -> int:
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
+        load_entry_points()
+        for spec in args.plugin:
+            load_plugin(spec)
         return args.func(args)
     except USAGE_ERRORS + (CLIError,) as exc:
         print(f"spikebench: error: {exc}", file=sys.stderr)

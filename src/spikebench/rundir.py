@@ -26,14 +26,14 @@ from typing import Any
 import torch
 
 import spikebench
-from spikebench import components
-from spikebench.config import Config, from_dict, load_yaml, to_dict
+from spikebench import components, plugins
+from spikebench.config import Config, ConfigError, from_dict, load_yaml, to_dict
 from spikebench.data import Dataset, InputDomain, Split, dataset_spec, input_domain, load_dataset, load_test
 from spikebench.data.poison import BACKDOOR_STREAM, poison_dataset
 from spikebench.io import atomic_torch_save
 from spikebench.nn import Network
 from spikebench.precision import resolve as resolve_precision
-from spikebench.records import CHECKPOINT, CONFIG
+from spikebench.records import CHECKPOINT, CONFIG, SUMMARY
 from spikebench.registry import SpikebenchError
 from spikebench.rules import RULES, LearningRule
 from spikebench.train.resources import check_memory
@@ -169,8 +169,27 @@ def read_config(run_dir: Path) -> Config:
     if not (run_dir / CONFIG).is_file():
         raise RunError(f"{run_dir} is not a run directory (no config.yaml)")
     cfg = from_dict(load_yaml(run_dir / CONFIG))
-    components.validate(cfg)
+    try:
+        components.validate(cfg)
+    except ConfigError as exc:  # e.g. a plugin's rule: say which plugin the run needs
+        lost = plugins.missing(_recorded_plugins(run_dir))
+        if lost:
+            raise RunError(
+                f"{run_dir} was trained with plugin(s) {', '.join(lost)}, not loaded now; "
+                f"load it with {plugins.hint(lost)}"
+            ) from exc
+        raise
     return cfg
+
+
+def _recorded_plugins(run_dir: Path) -> object:
+    """The ``plugins`` its summary records (None when there is no readable summary)."""
+    import json
+
+    try:
+        return json.loads((run_dir / SUMMARY).read_text()).get("plugins")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def load_run(

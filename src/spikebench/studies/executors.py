@@ -9,6 +9,11 @@ most ``workers_per_gpu`` local workers per GPU (default one: each worker creates
 and each worker sees only its own GPU (``CUDA_VISIBLE_DEVICES``, assigned round-robin), so workers do
 not all land on ``cuda:0``. Ray tasks then request ``1 / workers_per_gpu`` GPU each (without it Ray
 hides every GPU from a task).
+
+Plugins: a worker imports the plugins the study's process loaded (:func:`spikebench.plugins.loaded`)
+before it reads a job, so that a plugin's rule, dataset or attack is registered there too -- a local
+worker in its initializer, a Ray task before it runs (a plugin file must then be at the same path on
+every node of the cluster, like the study directory, and a plugin module importable there).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import os
 from abc import ABC, abstractmethod
 from typing import Any
 
+from spikebench import plugins
 from spikebench.registry import SpikebenchError
 from spikebench.studies.jobs import Job, Outcome, execute
 
@@ -81,6 +87,7 @@ def gpu_for_worker(index: int, gpu_count: int, visible: str | None) -> str:
 def _init_worker(
     threads: int,
     parent: int | None = None,
+    plugin_specs: tuple[str, ...] = (),
     counter: Any = None,
     gpu_count: int = 0,
     visible: str | None = None,
@@ -94,10 +101,11 @@ def _init_worker(
 
     die_with_parent(parent)
     torch.set_num_threads(threads)
+    plugins.load_all(plugin_specs)
 
 
-def _execute_with_threads(job: Job, study_dir: str, threads: int) -> Outcome:
-    _init_worker(threads)
+def _execute_with_threads(job: Job, study_dir: str, threads: int, plugin_specs: tuple[str, ...] = ()) -> Outcome:
+    _init_worker(threads, plugin_specs=plugin_specs)
     return execute(job, study_dir)
 
 
@@ -117,8 +125,9 @@ class Executor(ABC):
 
 
 class LocalExecutor(Executor):
-    """A pool of ``workers`` processes (spawned, so no state is inherited from the parent). With
-    ``gpu_count`` > 0, each worker is given one of the GPUs, round-robin (see the module docstring)."""
+    """A pool of ``workers`` processes (spawned, so no state is inherited from the parent: each imports
+    this process's plugins first). With ``gpu_count`` > 0, each worker is given one of the GPUs,
+    round-robin (see the module docstring)."""
 
     def __init__(self, workers: int, gpu_count: int = 0) -> None:
         threads = max(1, default_workers() // workers)
@@ -128,7 +137,7 @@ class LocalExecutor(Executor):
         if gpu_count > 0:
             gpu_args = (ctx.Value("i", 0), gpu_count, os.environ.get("CUDA_VISIBLE_DEVICES"))
         self.pool = cf.ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, os.getpid(), *gpu_args)
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, os.getpid(), tuple(plugins.loaded()), *gpu_args)
         )
         self.pending: dict[cf.Future, Job] = {}
 
@@ -182,10 +191,11 @@ class RayExecutor(Executor):
         cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
         self.num_gpus = gpus if uses_gpu(set(devices), cluster_gpus) else 0
         self.remote = ray.remote(num_cpus=1, num_gpus=self.num_gpus)(_execute_with_threads)
+        self.plugin_specs = tuple(plugins.loaded())
         self.pending: dict[Any, Job] = {}
 
     def submit(self, job: Job, study_dir: str) -> None:
-        self.pending[self.remote.remote(job, study_dir, 1)] = job
+        self.pending[self.remote.remote(job, study_dir, 1, self.plugin_specs)] = job
 
     def wait_any(self) -> tuple[Job, Outcome]:
         done, _ = self.ray.wait(list(self.pending), num_returns=1)

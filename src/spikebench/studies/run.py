@@ -19,7 +19,7 @@ from spikebench.studies.executors import default_workers
 from spikebench.studies.jobs import Outcome
 from spikebench.studies.lock import StudyLock
 from spikebench.studies.preflight import preflight
-from spikebench.studies.runner import Progress, execute_plan, job_label
+from spikebench.studies.runner import Progress, check_plugins, execute_plan, job_label
 
 
 @dataclass
@@ -57,6 +57,7 @@ def run_study(
     directory's lock. ``progress`` builds the progress display from the jobs' labels (id -> label);
     ``workers`` defaults to :func:`~spikebench.studies.executors.default_workers`; ``argv``: the command's
     arguments, recorded in ``study.json`` (:func:`~spikebench.studies.runner.execute_plan`)."""
+    check_plugins(out)  # before planning: the plan may name a plugin's rule
     plan = plan_study(name, base, mode, rules=rules)
     preflight(list(plan.runs.values()), out)
     labels = {job.id: job_label(job, plan.runs) for job in plan.all_jobs()}

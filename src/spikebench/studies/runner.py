@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spikebench import plugins
 from spikebench.config import Config, to_dict
 from spikebench.io import atomic_write_json
 from spikebench.records import MANIFEST, RUNS_DIR
@@ -70,6 +71,9 @@ class Plan:
         return jobs
 
     def manifest(self) -> dict[str, Any]:
+        """What ``study.json`` holds (``plugins``: those loaded here, :func:`spikebench.plugins.loaded`,
+        present when there are any)."""
+        loaded = plugins.loaded()
         return {
             "schema": 1,
             "study": self.study,
@@ -77,6 +81,7 @@ class Plan:
             "parts": self.parts,
             "runs": {k: to_dict(c) for k, c in self.runs.items()},
             "jobs": [job.id for job in self.all_jobs()],
+            **({"plugins": loaded} if loaded else {}),
         }
 
 
@@ -221,6 +226,24 @@ def run_jobs(
     return outcomes
 
 
+def check_plugins(study_dir: Path, manifest: dict[str, Any] | None = None) -> None:
+    """Refuse to resume a study whose manifest (read from ``study_dir`` unless given) records plugins
+    that this process has not loaded: its runs need them."""
+    if manifest is None:
+        import json
+
+        try:
+            manifest = json.loads((study_dir / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return  # no manifest yet, or an unreadable one (prepare_study_dir says so)
+    lost = plugins.missing(manifest.get("plugins") if isinstance(manifest, dict) else None)
+    if lost:
+        raise StudyError(
+            f"{study_dir} was run with plugin(s) {', '.join(lost)}, not loaded now; "
+            f"resume it with {plugins.hint(lost)}"
+        )
+
+
 def prepare_study_dir(study_dir: Path, plan: Plan, started: dict[str, Any] | None = None) -> None:
     """Create the directory and its manifest, or check that an existing one is the same study.
     ``started``: this command's :func:`~spikebench.provenance.invocation` record, appended to the
@@ -240,6 +263,7 @@ def prepare_study_dir(study_dir: Path, plan: Plan, started: dict[str, Any] | Non
                 f"{study_dir} holds another study ({old.get('study')}, {old.get('settings')}); "
                 "use another --out or the same options to resume it"
             )
+        check_plugins(study_dir, old)
     elif study_dir.exists() and any(p.name != LOCK_NAME for p in study_dir.iterdir()):
         raise StudyError(f"{study_dir} exists and is not a study directory; use another --out")
     earlier = old.get("invocations")

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 import spikebench
-from spikebench import components
+from spikebench import components, plugins
 from spikebench.config import Config, from_dict, load_yaml, to_yaml
 from spikebench.data import Split
 from spikebench.io import atomic_write_bytes, atomic_write_json, file_hashes
@@ -89,6 +89,7 @@ def summary_record(
         "locality": type(built.rule).locality_for(cfg.rule).as_dict(),
         "paper": built.rule.paper,
         "deviations": list(built.rule.deviations),
+        **({"plugins": plugins.loaded()} if plugins.loaded() else {}),
     }
 
 
