@@ -1,6 +1,6 @@
 """Contract over the rule registry: every rule, feed-forward and recurrent, fills a finite gradient for
 every trainable parameter, trains a tiny network on a learnable problem and lowers the loss, validates
-its options, and round-trips its state."""
+its options (declared as data), declares its input-gradient path, and round-trips its state."""
 
 import math
 
@@ -13,7 +13,8 @@ from spikebench.data.encoders import Direct, Encoding
 from spikebench.dynamics import LIFParams
 from spikebench.nn import Network
 from spikebench.rules import RULES, LearningRule
-from spikebench.rules.base import OPTIONS, Locality, Memory, Spatial, Temporal
+from spikebench.registry import SpikebenchError
+from spikebench.rules.base import Locality, Memory, Option, Spatial, Temporal
 from spikebench.train.loop import fit
 
 ALL = [(name, rec) for name in RULES.names() for rec in (False, True)]
@@ -87,7 +88,7 @@ def test_metadata_and_state_round_trip(name):
 def test_rejects_bad_options(name):
     cls = RULES.get(name)
     cls.check_config(RuleConfig(name=name))
-    for key in OPTIONS:
+    for key in (k for k in RuleConfig.NAMED if k != "k"):
         with pytest.raises(ConfigError, match=f"rule.{key}"):
             cls.check_config(RuleConfig(name=name, **{key: "no-such-option"}))
 
@@ -109,3 +110,59 @@ def test_locality_rank_is_derived_from_the_declared_properties():
     }
     with pytest.raises(ValueError, match="memory O\\(T\\)"):
         Locality(Spatial.EXACT, Temporal.FULL, weight_transport=True, memory=Memory.ONE)
+
+
+@pytest.mark.parametrize("name", RULES.names())
+def test_options_are_declared_as_data(name):
+    cls = RULES.get(name)
+    names = [o.name for o in cls.options]
+    assert all(isinstance(o, Option) and o.help for o in cls.options) and len(set(names)) == len(names)
+    for o in cls.options:
+        assert o.resolve(o.default, name) == o.default  # a default passes its own checks
+    assert list(cls.option_values(RuleConfig(name=name))) == names
+
+
+def input_gradient_problem(cls: type[LearningRule]) -> str | None:
+    """Why ``cls``'s input gradient (the ``rule`` source of attacks) is not declared, or None."""
+    own = cls.input_gradient is not LearningRule.input_gradient
+    if cls.exact_input_gradient and own:
+        return "declares exact_input_gradient and also overrides input_gradient"
+    if not cls.exact_input_gradient and not own:
+        return "neither declares exact_input_gradient nor overrides input_gradient"
+    return None
+
+
+@pytest.mark.parametrize("name", RULES.names())
+def test_the_input_gradient_is_declared(name):
+    assert input_gradient_problem(RULES.get(name)) is None
+
+
+class Forgetful(LearningRule):
+    """A rule that declares no input gradient (and is never registered)."""
+
+    name = "forgetful"
+    locality = Locality(Spatial.EXACT, Temporal.FULL, weight_transport=True, memory=Memory.T)
+    paper = "none"
+
+    def train_batch(self, net, x, labels, enc, apply):
+        raise NotImplementedError
+
+
+def test_a_rule_without_a_declared_input_gradient_is_caught():
+    assert "neither" in input_gradient_problem(Forgetful)
+    net, _ = build("bptt", False)
+    rule = Forgetful(RuleConfig(name="forgetful"), net, torch.Generator())
+    with pytest.raises(SpikebenchError, match="'forgetful' declares no input gradient"):
+        rule.input_gradient(net, torch.rand(3, 2, 16), torch.tensor([0, 1]))
+    exact = type("Exact", (Forgetful,), {"exact_input_gradient": True})
+    assert input_gradient_problem(exact) is None
+    both = type("Both", (Forgetful,), {"exact_input_gradient": True, "input_gradient": lambda *a: None})
+    assert "also overrides" in input_gradient_problem(both)
+
+
+def test_online_is_derived_from_the_memory_class():
+    assert [n for n in RULES.names() if RULES.get(n).online] == ["decolle", "dfa", "eprop", "ottt"]
+    online = Locality(Spatial.EXACT, Temporal.ONLINE, weight_transport=True, memory=Memory.ONE)
+    assert type("Traced", (Forgetful,), {"locality": online}).online is True
+    with pytest.raises(TypeError, match="derived from locality.memory"):
+        type("Claims", (Forgetful,), {"online": True})

@@ -155,7 +155,10 @@ class Option:
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True
         if not ok:
-            raise ConfigError(f"rule {rule!r}: {self.key} must be a {self.type.__name__}, got {value!r}")
+            what = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+                self.type, f"a {self.type.__name__}"
+            )
+            raise ConfigError(f"rule {rule!r}: {self.key} must be {what}, got {value!r}")
         if self.minimum is not None and value < self.minimum:
             raise ConfigError(f"rule {rule!r}: {self.key} must be >= {self.minimum:g}, got {value!r}")
         return value

@@ -104,7 +104,9 @@ def _init_worker(
     plugins.load_all(plugin_specs)
 
 
-def _execute_with_threads(job: Job, study_dir: str, threads: int, plugin_specs: tuple[str, ...] = ()) -> Outcome:
+def _execute_with_threads(
+    job: Job, study_dir: str, threads: int, plugin_specs: tuple[str, ...] = ()
+) -> Outcome:
     _init_worker(threads, plugin_specs=plugin_specs)
     return execute(job, study_dir)
 
@@ -137,7 +139,10 @@ class LocalExecutor(Executor):
         if gpu_count > 0:
             gpu_args = (ctx.Value("i", 0), gpu_count, os.environ.get("CUDA_VISIBLE_DEVICES"))
         self.pool = cf.ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, os.getpid(), tuple(plugins.loaded()), *gpu_args)
+            workers,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(threads, os.getpid(), tuple(plugins.loaded()), *gpu_args),
         )
         self.pending: dict[cf.Future, Job] = {}
 
