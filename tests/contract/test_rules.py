@@ -12,8 +12,8 @@ from spikebench.data import Split
 from spikebench.data.encoders import Direct, Encoding
 from spikebench.dynamics import LIFParams
 from spikebench.nn import Network
-from spikebench.rules import RULES, LearningRule
 from spikebench.registry import SpikebenchError
+from spikebench.rules import RULES, LearningRule
 from spikebench.rules.base import Locality, Memory, Option, Spatial, Temporal
 from spikebench.train.loop import fit
 
