@@ -146,10 +146,13 @@ def header_blocks(records: StudyRecords, power: Iterable[tuple[str, str]] = ()) 
 
 
 def _declared_options(rule: str) -> tuple[str, ...]:
-    """The options the rule reads (its registry entry), or every non-null one for an unknown rule."""
+    """The config keys (below ``rule.``) of the options the rule declares, ``k`` left out (a row of its
+    own), or every non-null named one for an unknown rule."""
     from spikebench.rules import RULES
 
-    return tuple(RULES.get(rule).options) if rule in RULES else ("update", "feedback", "trace", "local_loss")
+    if rule not in RULES:
+        return ("update", "feedback", "trace", "local_loss")
+    return tuple(o.key.removeprefix("rule.") for o in RULES.get(rule).options if o.name != "k")
 
 
 def _rules_table(records: StudyRecords) -> Table:
@@ -363,7 +366,7 @@ def methods_blocks(records: StudyRecords) -> list[Block]:
         ("learning rate", "train.lr"),
         ("schedule", "train.schedule"),
         ("weight decay", "train.weight_decay"),
-        ("window k (tbptt; e-prop blocks)", "rule.k"),
+        ("window k (tbptt; e-prop blocks unless rule.options.block)", "rule.k"),
         ("tracked during training", "train.track"),
         ("tracking interval (batches)", "train.track_every"),
     ]
