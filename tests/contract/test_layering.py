@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "spikebench.records",
             "spikebench.precision",
             "spikebench.provenance",
+            "spikebench.plugins",
         ),
     ),
     ("config", ("spikebench.config",)),
