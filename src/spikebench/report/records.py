@@ -135,7 +135,7 @@ class StudyRecords:
 
 def load_study(path: Path) -> StudyRecords:
     """Read and check every record of the study at ``path`` (see the module docstring)."""
-    from spikebench.studies.validate import check_attack, check_run, run_omissions
+    from spikebench.studies.validate import check_attack, check_run, omitted_files, run_omissions
 
     manifest = _read(path / "study.json")
     if (
@@ -145,12 +145,13 @@ def load_study(path: Path) -> StudyRecords:
     ):
         raise ReportError(f"{path} is not a study directory (no readable study.json)")
     runs = {}
+    left_out = omitted_files(path)  # a published study's omitted files, read once
     for key, config in manifest["runs"].items():
         run_dir = path / RUNS_DIR / key
         failure = _read(path / RUNS_DIR / f"{key}.failed.json")
         rec = RunRecord(key, config, None, failure if isinstance(failure, dict) else None, path=run_dir)
         if (run_dir / SUMMARY).exists():
-            problem = check_run(run_dir, config, strict=False, omitted=run_omissions(path, run_dir))
+            problem = check_run(run_dir, config, strict=False, omitted=run_omissions(path, run_dir, left_out))
             if problem is None:
                 rec.summary = _read(run_dir / SUMMARY)
             else:

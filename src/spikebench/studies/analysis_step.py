@@ -61,8 +61,11 @@ def _completed(study_dir: Path, part: str) -> list[Path]:
     keys = manifest.get("parts", {}).get(part, [])
     runs = manifest.get("runs", {})
     dirs = {k: study_dir / RUNS_DIR / k for k in keys}
+    left_out = omitted_files(study_dir)
     return [
-        d for k, d in dirs.items() if check_run(d, runs.get(k), omitted=run_omissions(study_dir, d)) is None
+        d
+        for k, d in dirs.items()
+        if check_run(d, runs.get(k), omitted=run_omissions(study_dir, d, left_out)) is None
     ]
 
 

@@ -140,12 +140,15 @@ def omitted_files(study_dir: Path) -> dict[str, dict[str, Any]]:
     return files if isinstance(files, dict) else {}
 
 
-def run_omissions(study_dir: Path, run_dir: Path) -> dict[str, str]:
-    """The files of ``run_dir`` that publishing left out: path relative to the run -> SHA-256."""
+def run_omissions(
+    study_dir: Path, run_dir: Path, files: dict[str, dict[str, Any]] | None = None
+) -> dict[str, str]:
+    """The files of ``run_dir`` that publishing left out: path relative to the run -> SHA-256.
+    ``files``: :func:`omitted_files` of the study, read once by a caller that checks many runs."""
     prefix = run_dir.relative_to(study_dir).as_posix() + "/"
     return {
         rel.removeprefix(prefix): str(meta.get("sha256"))
-        for rel, meta in omitted_files(study_dir).items()
+        for rel, meta in (omitted_files(study_dir) if files is None else files).items()
         if rel.startswith(prefix) and isinstance(meta, dict)
     }
 
