@@ -201,9 +201,49 @@ def test_inference_scan_under_bf16_equals_training_scan(use_rec):
             currents = layer(x)
             assert currents.dtype == torch.bfloat16 and currents.stride(0) != 0
             z_inf, s_inf = scan(LIFParams(), currents, rec)
-    assert z_inf.dtype == s_inf.v.dtype == torch.float32
-    assert torch.equal(z_inf, z_train.detach()) and torch.equal(s_inf.v, s_train.v)
+    assert z_inf.dtype == s_inf.v.dtype == torch.float32 and z_train.dtype == torch.bfloat16
+    assert torch.equal(z_inf, z_train.detach().float()) and torch.equal(s_inf.v, s_train.v)
     assert 0 < z_inf.sum() < z_inf.numel()
+
+
+@pytest.mark.parametrize("reset,detach,use_rec", CASES)
+@pytest.mark.parametrize("surrogate", [FastSigmoid(2.0), Triangle(0.7)])
+def test_bf16_training_scan_equals_the_float32_recursion_of_rounded_currents(reset, detach, use_rec, surrogate):
+    """Under bf16 the training scan reads bf16 currents step by step and returns bf16 spikes and a bf16
+    gradient for the currents. Reference: the scan of the currents taken into float32 first (as
+    autograd of ``currents.float()``), its gradient rounded to bf16 afterwards; without recurrent
+    weights that is the float32 scan, with them the same node given float32 currents and the recurrent
+    products' bf16 operands. Spikes, state and both gradients agree bit for bit."""
+    from spikebench.dynamics.lif import _LIFScan
+    from spikebench.precision import bf16_supported
+
+    if not bf16_supported("cpu"):
+        pytest.skip("this CPU has no bf16")
+    p = LIFParams(alpha=0.8, theta=1.0, reset=reset, detach_reset=detach, surrogate=surrogate)
+    cur, rec, s0, w = _inputs(T=9, B=5, N=6, seed=5)
+    low = cur.detach().to(torch.bfloat16).requires_grad_(True)
+    rec = rec.detach().float().requires_grad_(True) if use_rec else None
+    s0 = LIFState(s0.v.float(), s0.z.float())
+    w_low = w.to(torch.bfloat16)  # the gradient a bf16 product hands back to bf16 spikes
+    # a state carried over from an earlier bf16 window holds bf16 spikes
+    z, sT = scan(p, low, rec, LIFState(s0.v, s0.z.to(torch.bfloat16)))
+    assert z.dtype == torch.bfloat16 and sT.v.dtype == torch.float32
+    grads = torch.autograd.grad(z, [low, rec] if use_rec else [low], w_low)
+
+    ref_in = low.detach().float().requires_grad_(True)
+    if use_rec:
+        z_ref, vs = _LIFScan.apply(ref_in, rec, s0.v, s0.z, p, None, torch.bfloat16)
+        v_ref = vs[-1].clone()
+    else:
+        z_ref, s_ref = scan(p, ref_in, None, s0)
+        v_ref = s_ref.v
+    assert torch.equal(z.float(), z_ref.float()) and torch.equal(sT.v, v_ref)
+    assert 0 < z_ref.sum() < z_ref.numel()
+    ref = torch.autograd.grad(z_ref, [ref_in, rec] if use_rec else [ref_in], w_low.to(z_ref.dtype))
+    assert grads[0].dtype == torch.bfloat16 and torch.equal(grads[0], ref[0].to(torch.bfloat16))
+    if use_rec:
+        assert torch.equal(grads[1], ref[1])
+    assert grads[0].abs().sum() > 0
 
 
 def test_inference_scan_keeps_no_potentials():

@@ -109,31 +109,40 @@ def _advance(
     z0: Tensor,
     low: torch.dtype | None,
     vs: Tensor | None = None,
+    spikes: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The forward recursion of a layer from ``(v0, z0)``: spikes [T, B, N] and the last potential.
 
     Every step's potential is written into ``vs`` [T, B, N] when it is given (the backward pass reads
     them); without it two [B, N] buffers take turns (step t reads v[t-1] while it writes v[t]), which is
-    all inference needs. ``currents`` are float32 (or float64), or, in inference under bf16, bf16
-    products taken into float32 one step at a time (no float32 copy of all steps); ``low``: the dtype of
-    the recurrent product's operands (None: the currents' own). The arithmetic is the same either way.
+    all inference needs. ``currents`` are float32 (or float64), or bf16 products taken into float32 one
+    step at a time (no float32 copy of all steps); ``low``: the dtype of the recurrent product's
+    operands (None: the currents' own). ``spikes``: the dtype the spikes are returned in (None: the
+    potentials'); the recursion reads each step's spikes in the potentials' dtype from a [B, N] buffer.
+    The arithmetic is the same in every case.
     """
     dtype = torch.float32 if currents.dtype in LOW else currents.dtype
     like = {"dtype": dtype, "device": currents.device}
     rec_low = None if rec is None or low is None else rec.t().to(low)
-    zs = torch.empty(currents.shape, **like)
+    zs = torch.empty(currents.shape, dtype=spikes or dtype, device=currents.device)
     soft = p.reset == "soft"
     plain = _plain_heaviside(p.surrogate)
     keep = None if soft else torch.empty(currents.shape[1:], **like)  # 1 - z[t-1]
     turns = None if vs is not None else (torch.empty(v0.shape, **like), torch.empty(v0.shape, **like))
+    spike_turns = None if zs.dtype == dtype else (torch.empty(v0.shape, **like), torch.empty(v0.shape, **like))
     v_prev, z_prev = v0, z0
     for t in range(currents.shape[0]):
         v = vs[t] if vs is not None else turns[t % 2]  # type: ignore[index]
-        c = currents[t] if currents.dtype == dtype else currents[t].to(dtype)
+        z = zs[t] if spike_turns is None else spike_turns[t % 2]
+        if currents.dtype == dtype:
+            c = currents[t]
+        else:  # a bf16 product taken into the float32 potential's buffer
+            c = v.copy_(currents[t])
         if rec is None:
             pass
         elif low is not None:  # the product in bf16, added into the float32 potential
-            c = torch.add(c, torch.mm(z_prev.to(low), rec_low), out=v)
+            z_low = z0.to(low) if t == 0 else zs[t - 1].to(low)
+            c = torch.add(c, torch.mm(z_low, rec_low), out=v)
         else:
             c = torch.addmm(c, z_prev, rec.t(), out=v)
         if soft:
@@ -143,16 +152,18 @@ def _advance(
                 torch.add(c, v_prev, alpha=p.alpha, out=v)
             v.sub_(z_prev, alpha=p.theta)
         else:
-            torch.neg(z_prev, out=keep).add_(1.0)  # 1 - z, exactly
+            keep.copy_(z_prev).neg_().add_(1.0)  # 1 - z, exactly
             if c is v:
                 v.addcmul_(v_prev, keep, value=p.alpha)
             else:
                 torch.addcmul(c, v_prev, keep, value=p.alpha, out=v)
         if plain:
-            torch.ge(v, p.theta, out=zs[t])
+            torch.ge(v, p.theta, out=z)
         else:
-            zs[t] = p.surrogate.heaviside(v - p.theta)
-        v_prev, z_prev = v, zs[t]
+            z.copy_(p.surrogate.heaviside(v - p.theta))
+        if spike_turns is not None:
+            zs[t].copy_(z)
+        v_prev, z_prev = v, z
     return zs, v_prev
 
 
@@ -190,13 +201,15 @@ class _LIFScan(torch.autograd.Function):
         rec_backward: Tensor | None = None,
         low: torch.dtype | None = None,
     ):
-        vs = torch.empty(currents.shape, dtype=currents.dtype, device=currents.device)
-        zs, _ = _advance(p, currents, rec, v0, z0, low, vs)
+        state_dtype = torch.float32 if currents.dtype in LOW else currents.dtype
+        vs = torch.empty(currents.shape, dtype=state_dtype, device=currents.device)
+        zs, _ = _advance(p, currents, rec, v0, z0, low, vs, spikes=low)
         ctx.mark_non_differentiable(vs)
         # No zero gradient is materialised for the potentials output (a full-size fill per call).
         ctx.set_materialize_grads(False)
         ctx.p = p
         ctx.low = low
+        ctx.grad_dtype = currents.dtype
         ctx.has_rec = rec is not None
         back = rec_backward if rec_backward is not None else rec
         ctx.save_for_backward(vs, zs, z0, back if back is not None else torch.empty(0))
@@ -210,22 +223,32 @@ class _LIFScan(torch.autograd.Function):
         soft = p.reset == "soft"
         if gz is None:  # the spikes were not used
             gz = torch.zeros_like(vs)
-        # Step t reads vs[t] before it writes gI[t]: the gradient may take the potentials' place.
-        gI = torch.empty_like(vs) if _graph_kept() else vs
-        gzt = torch.empty_like(gI[0])  # gz_total[t]
+        if ctx.grad_dtype != vs.dtype:
+            # bf16 currents get a bf16 gradient, each step rounded from the float32 recursion that
+            # two [B, N] buffers carry (the rounding the bf16 product's backward would apply)
+            gI = torch.empty(vs.shape, dtype=ctx.grad_dtype, device=vs.device)
+            turns = (torch.empty_like(vs[0]), torch.empty_like(vs[0]))
+        else:
+            # Step t reads vs[t] before it writes gI[t]: the gradient may take the potentials' place.
+            gI = torch.empty_like(vs) if _graph_kept() else vs
+            turns = None
+        gzt = torch.empty_like(vs[0])  # gz_total[t]
         low = ctx.low
         back_low = rec_back.to(low) if low is not None and ctx.has_rec else None
-        tmp = torch.empty_like(gI[0])
+        tmp = torch.empty_like(vs[0])
+        psi = torch.empty_like(vs[0])
         for t in range(T - 1, -1, -1):
-            psi = p.surrogate.derivative(vs[t] - p.theta)
-            gv = gI[t]
+            p.surrogate.derivative_(torch.sub(vs[t], p.theta, out=psi))
+            gv = gI[t] if turns is None else turns[t % 2]
             if t == T - 1:
                 torch.mul(psi, gz[t], out=gv)
+                if turns is not None:
+                    gI[t].copy_(gv)
                 continue
-            gv_next = gI[t + 1]
+            gv_next = gI[t + 1] if turns is None else turns[(t + 1) % 2]
             if ctx.has_rec or not p.detach_reset:
                 if ctx.has_rec and low is not None:
-                    torch.add(gz[t], torch.mm(gv_next.to(low), back_low), out=gzt)
+                    gzt.copy_(gz[t]).add_(torch.mm(gv_next.to(low), back_low))  # in float32
                 elif ctx.has_rec:
                     torch.addmm(gz[t], gv_next, rec_back, out=gzt)
                 else:
@@ -243,11 +266,13 @@ class _LIFScan(torch.autograd.Function):
             if soft:
                 torch.mul(gv_next, p.alpha, out=tmp)
             else:
-                torch.mul(torch.neg(zs[t], out=tmp).add_(1.0), p.alpha, out=tmp).mul_(gv_next)
+                tmp.copy_(zs[t]).neg_().add_(1.0).mul_(p.alpha).mul_(gv_next)  # (1 - z[t]) alpha gv[t+1]
             gv.add_(tmp)
+            if turns is not None:
+                gI[t].copy_(gv)
         g_rec = None
         if ctx.has_rec and ctx.needs_input_grad[1]:
-            z_prev = torch.cat([z0.unsqueeze(0), zs[:-1]])
+            z_prev = torch.cat([z0.to(zs.dtype).unsqueeze(0), zs[:-1]])
             if low is not None:
                 g_rec = torch.einsum("tbi,tbj->ij", gI.to(low), z_prev.to(low)).float()
             else:
@@ -270,8 +295,11 @@ def scan(
     of ``rec`` itself is unchanged. Returns spikes [T, B, N] and the final state (detached).
 
     bf16 currents (products computed under bf16 autocast, :mod:`spikebench.precision`) are taken into
-    float32: potentials, spikes and gradients are float32, and the recurrent products of both passes
-    take bf16 operands (accumulated in float32) as the other products do.
+    float32 one step at a time: potentials and the recursion of both passes are float32, and the
+    recurrent products take bf16 operands (accumulated in float32) as the other products do. The spikes
+    (exactly 0 or 1) are returned in bf16 and the currents' gradient is bf16, each step rounded from the
+    float32 recursion: the values autograd of ``currents.float()`` and of a cast of float32 spikes
+    would give, without the [T, B, N] copies.
 
     Inference (no gradient enabled, or neither ``currents`` nor ``rec`` requiring one) runs the same
     recursion outside autograd, keeping only the last potential (and, under bf16, taking each step's
@@ -287,8 +315,6 @@ def scan(
         constant = currents.shape[0] > 1 and currents.stride(0) == 0
         if constant:
             currents = currents[:1].float().expand(currents.shape)
-        elif not inference:  # (inference takes each step's currents into float32 as it reaches it)
-            currents = currents.float()
     if state is None:
         dtype = torch.float32 if currents.dtype in LOW else currents.dtype
         state = zero_state(currents.shape[1], currents.shape[2], device=currents.device, dtype=dtype)

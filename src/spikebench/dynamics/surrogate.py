@@ -36,6 +36,12 @@ class Surrogate:
     def derivative(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def derivative_(self, x: Tensor) -> Tensor:
+        """``derivative(x)`` written over ``x`` and returned: the same values, bit for bit, without
+        temporaries (the fused scan's backward pass calls it every step). Subclasses may override it
+        with in-place arithmetic in the same order as :meth:`derivative`."""
+        return x.copy_(self.derivative(x))
+
     def heaviside(self, x: Tensor) -> Tensor:
         """The forward spike function, ``H(x) = 1[x >= 0]`` (the one place it is defined)."""
         return (x >= 0).to(x.dtype)
@@ -69,6 +75,9 @@ class FastSigmoid(Surrogate):
     def derivative(self, x: Tensor) -> Tensor:
         return 1.0 / (1.0 + self.scale * x.abs()) ** 2
 
+    def derivative_(self, x: Tensor) -> Tensor:
+        return x.abs_().mul_(self.scale).add_(1.0).pow_(2).reciprocal_()
+
 
 @SURROGATES.register("triangle")
 @dataclass(frozen=True)
@@ -82,6 +91,9 @@ class Triangle(Surrogate):
 
     def derivative(self, x: Tensor) -> Tensor:
         return (1.0 - self.scale * x.abs()).clamp(min=0.0)
+
+    def derivative_(self, x: Tensor) -> Tensor:
+        return x.abs_().mul_(-self.scale).add_(1.0).clamp_(min=0.0)
 
 
 @SURROGATES.register("sigmoid")
@@ -108,6 +120,9 @@ class Arctan(Surrogate):
 
     def derivative(self, x: Tensor) -> Tensor:
         return 1.0 / (1.0 + (math.pi / 2 * self.scale * x) ** 2)
+
+    def derivative_(self, x: Tensor) -> Tensor:
+        return x.mul_(math.pi / 2 * self.scale).pow_(2).add_(1.0).reciprocal_()
 
 
 def make_surrogate(name: str, scale: float) -> Surrogate:
