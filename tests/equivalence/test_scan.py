@@ -208,7 +208,9 @@ def test_inference_scan_under_bf16_equals_training_scan(use_rec):
 
 @pytest.mark.parametrize("reset,detach,use_rec", CASES)
 @pytest.mark.parametrize("surrogate", [FastSigmoid(2.0), Triangle(0.7)])
-def test_bf16_training_scan_equals_the_float32_recursion_of_rounded_currents(reset, detach, use_rec, surrogate):
+def test_bf16_training_scan_equals_the_float32_recursion_of_rounded_currents(
+    reset, detach, use_rec, surrogate
+):
     """Under bf16 the training scan reads bf16 currents step by step and returns bf16 spikes and a bf16
     gradient for the currents. Reference: the scan of the currents taken into float32 first (as
     autograd of ``currents.float()``), its gradient rounded to bf16 afterwards; without recurrent

@@ -129,7 +129,9 @@ def _advance(
     plain = _plain_heaviside(p.surrogate)
     keep = None if soft else torch.empty(currents.shape[1:], **like)  # 1 - z[t-1]
     turns = None if vs is not None else (torch.empty(v0.shape, **like), torch.empty(v0.shape, **like))
-    spike_turns = None if zs.dtype == dtype else (torch.empty(v0.shape, **like), torch.empty(v0.shape, **like))
+    spike_turns = (
+        None if zs.dtype == dtype else (torch.empty(v0.shape, **like), torch.empty(v0.shape, **like))
+    )
     v_prev, z_prev = v0, z0
     for t in range(currents.shape[0]):
         v = vs[t] if vs is not None else turns[t % 2]  # type: ignore[index]
