@@ -46,7 +46,9 @@ def main() -> None:
     torch.set_num_threads(1)
     old = cpu_seconds(lambda: rebuild(args.run_dir), args.repeats)
     new = cpu_seconds(lambda: load_run(args.run_dir, n_test=args.n), args.repeats)
-    print(f"rebuilding the run: {old:.3f} CPU s; load_run(n_test={args.n}): {new:.3f} CPU s ({old / new:.1f}x)")
+    print(
+        f"rebuilding the run: {old:.3f} CPU s; load_run(n_test={args.n}): {new:.3f} CPU s ({old / new:.1f}x)"
+    )
 
 
 if __name__ == "__main__":
