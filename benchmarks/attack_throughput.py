@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from spikebench.attacks import AttackOptions
+from spikebench.attacks.request import AttackRequest
 from spikebench.attacks.runner import run_attack
 from spikebench.io import atomic_write_json
 from spikebench.precision import compute
@@ -53,9 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         options = AttackOptions(queries=args.queries)
         c0, t0 = time.process_time(), time.perf_counter()
         with compute(target.precision, target.device):
-            report = run_attack(
-                target, args.attack, [args.eps], options=options, n=args.n, seed=args.seed, reference=False
+            request = AttackRequest(
+                args.attack, (args.eps,), options=options, n=args.n, seed=args.seed, reference=False
             )
+            report = run_attack(target, request)
         r = report["records"][0]
         entry = {
             "label": args.label,
