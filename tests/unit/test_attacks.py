@@ -320,3 +320,22 @@ def test_attacks_stay_in_the_input_domain_the_dataset_declares():
     finally:
         DATASETS._items.pop(name)
         DATASETS._descriptions.pop(name)
+
+
+@pytest.mark.parametrize("name", ["nes", "spsa"])
+def test_estimators_refuse_a_budget_below_one_estimate_and_keep_the_one_they_get(name):
+    """NES / SPSA spend ``2 * samples + 1`` calls per iteration: a smaller budget is refused in one line
+    (before any work, by the request too), and the smallest budget that fits is never exceeded."""
+    with pytest.raises(
+        AttackError, match=r"fewer than one gradient estimate costs \(2 \* samples \+ 1 = 41\)"
+    ):
+        ATTACKS.get(name)(AttackOptions(queries=40))
+    with pytest.raises(AttackError, match="raise queries or lower samples"):
+        AttackRequest(name, (0.1,), options=AttackOptions(queries=10, samples=5))
+    run = tiny_run()
+    model = Classifier(run.net, components.build_encoding(run.cfg, None))
+    x, y = run.data.test.x[:16], run.data.test.y[:16]
+    result = ATTACKS.get(name)(AttackOptions(queries=7, samples=3)).perturb(
+        Target(model), x, y, ThreatModel("linf", 0.1), torch.Generator().manual_seed(0)
+    )
+    assert int(result.queries.max()) == 7

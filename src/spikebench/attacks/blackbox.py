@@ -17,8 +17,8 @@ from abc import abstractmethod
 import torch
 from torch import Tensor
 
-from spikebench.attacks.base import ATTACKS, Attack, AttackResult, Target, margin
-from spikebench.attacks.threat import ThreatModel, image_layout
+from spikebench.attacks.base import ATTACKS, Attack, AttackOptions, AttackResult, Target, margin
+from spikebench.attacks.threat import AttackError, ThreatModel, image_layout
 
 CHUNK = 2048  # samples per forward pass when an attack queries many perturbed copies at once
 
@@ -193,9 +193,19 @@ class Square(Attack):
 
 class _Estimator(Attack):
     """Iterate: estimate the gradient of the margin from ``samples`` antithetic pairs of queries, step,
-    project, check. One iteration costs ``2 * samples + 1`` queries per sample still correct."""
+    project, check. One iteration costs ``2 * samples + 1`` queries per sample still correct; a budget
+    of fewer ``queries`` than that is refused (it could not be kept)."""
 
     kind = "query"
+
+    def __init__(self, options: AttackOptions) -> None:
+        super().__init__(options)
+        per_iteration = 2 * options.samples + 1
+        if options.queries < per_iteration:
+            raise AttackError(
+                f"{type(self).__name__}: {options.queries} queries are fewer than one gradient estimate "
+                f"costs (2 * samples + 1 = {per_iteration}); raise queries or lower samples"
+            )
 
     @abstractmethod
     def directions(self, shape: tuple[int, ...], gen: torch.Generator, like: Tensor) -> Tensor:
@@ -211,7 +221,7 @@ class _Estimator(Attack):
         opts = self.options
         k = opts.samples
         sigma = opts.sigma or threat.eps / 2
-        iters = max(1, opts.queries // (2 * k + 1))
+        iters = opts.queries // (2 * k + 1)
         self.reset(x)
         xk = x.clone()
         queries = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)

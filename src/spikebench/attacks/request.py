@@ -75,6 +75,7 @@ class AttackRequest:
         if self.surrogate is not None:
             object.__setattr__(self, "surrogate", tuple(self.surrogate))
         kind = ATTACKS.get(self.attack).kind
+        ATTACKS.get(self.attack)(self.options)  # an attack refuses options it cannot keep
         if not self.eps:
             raise AttackError("give at least one eps")
         if self.norm not in NORMS:

@@ -80,7 +80,9 @@ class PerfOptions:
     ``protocol_uncapped_n`` are skipped when their estimated time exceeds ``protocol_cap_s``; peak
     memory of the protocol is measured up to ``protocol_memory_max_n`` (one extra call per library).
     (d) runs each of ``attacks`` on ``attack_samples`` inputs at L-inf ``attack_eps`` with a budget of
-    ``attack_queries`` model calls per sample (query attacks) or ``attack_steps`` steps (gradient attacks).
+    ``attack_queries`` model calls per sample (query attacks; NES and SPSA with as many antithetic pairs
+    per estimate as that budget allows, at most the default 20) or ``attack_steps`` steps (gradient
+    attacks).
     """
 
     repeats: int = 5
@@ -567,7 +569,9 @@ class _AttackCall:
     def __init__(
         self, name: str, target: Target, x: torch.Tensor, y: torch.Tensor, opts: PerfOptions, precision: str
     ) -> None:
-        options = AttackOptions(queries=opts.attack_queries, steps=opts.attack_steps)
+        # NES / SPSA: as many antithetic pairs per estimate as the budget allows, at most the default
+        samples = min(AttackOptions.samples, max(1, (opts.attack_queries - 1) // 2))
+        options = AttackOptions(queries=opts.attack_queries, steps=opts.attack_steps, samples=samples)
         self.attack, self.target, self.x, self.y = ATTACKS.get(name)(options), target, x, y
         self.threat, self.precision = ThreatModel("linf", opts.attack_eps), precision
         self.calls = 0
