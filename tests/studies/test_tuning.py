@@ -112,6 +112,8 @@ def test_tuned_study_records_and_uses_the_chosen_lr_and_resumes(fake_data, tmp_p
     assert set(chosen) == {("bptt", False), ("bptt", True), ("dfa", False), ("dfa", True)}
     manifest = json.loads((study / "study.json").read_text())
     assert set(manifest["parts"]) == {"tuning", "tradeoff"}
+    (call,) = manifest["invocations"]  # kept when the follow-up step rewrote the manifest
+    assert call["started"] <= call["finished"] and call["seconds"] >= 0
     for c in chosen.values():
         accs = [x["validation_accuracy"] for x in c["candidates"]]
         assert len(accs) == 3 and c["validation_accuracy"] == max(accs)

@@ -275,6 +275,16 @@ def prepare_study_dir(study_dir: Path, plan: Plan, started: dict[str, Any] | Non
     atomic_write_json(path, manifest)
 
 
+def update_manifest(study_dir: Path, plan: Plan) -> None:
+    """Rewrite the manifest for a plan that grew (a follow-up step planned more parts), keeping the
+    ``invocations`` recorded so far."""
+    import json
+
+    path = study_dir / MANIFEST
+    invocations = json.loads(path.read_text()).get("invocations", [])
+    atomic_write_json(path, {**plan.manifest(), "invocations": invocations})
+
+
 def finish_invocation(study_dir: Path, seconds: float) -> None:
     """Record the end time and wall seconds of the manifest's last invocation."""
     import json
@@ -327,7 +337,7 @@ def execute_plan(
         outcomes = run_jobs(plan.all_jobs(), study_dir, executor, progress or Progress(), labels)
         while plan.followups:
             plan.followups.pop(0)(plan, study_dir)
-            atomic_write_json(study_dir / MANIFEST, plan.manifest())
+            update_manifest(study_dir, plan)
             seen = {o.job for o in outcomes}
             new = [job for job in plan.all_jobs() if job.id not in seen]
             labels.update({job.id: job_label(job, plan.runs) for job in new})
