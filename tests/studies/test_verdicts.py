@@ -13,6 +13,8 @@ from spikebench.report.verdicts import (
     NOT_SUPPORTED,
     SUPPORTED,
     Verdict,
+    _decide_pooled,
+    _pooled,
     c1_similarity,
     c2_tradeoff,
     c3_recurrence,
@@ -244,7 +246,7 @@ def test_c3_supported_with_parameter_matched_control():
     assert v.effect == pytest.approx(0.05 * 0.75)  # robust = mean over eps of min(pgd, square): 0.75 value
     assert v.controls["parameter_matched"]["effect"] == pytest.approx(0.05 * 0.75)
     assert v.controls["parameter_matched"]["parameters_matched"] == 270000
-    assert "4 of 4 rules positive" not in v.sentence or True
+    assert "0 of 4 rules positive after Holm" in v.sentence  # 4 seeds: the smallest sign-flip p is 2/16
     check_fields(v)
 
 
@@ -262,10 +264,36 @@ def test_c3_not_supported_inconclusive_and_missing_control():
     v = c3_recurrence(*c3_runs(lambda r: signs[r], gain_matched=0.0))
     assert v.status == INCONCLUSIVE
     check_fields(v)
+    # the seeds agree and the rules disagree: more seeds cannot decide it
+    assert v.decide.startswith("the 95% interval is +-") and "no number of seeds" in v.decide
+    assert "its 4 rule groups" in v.decide and "more rules would" in v.decide
     runs, _ = c3_runs(0.05)
     v = c3_recurrence(runs, [])
     assert v.status == INCONCLUSIVE and "not run" in v.sentence
     assert c3_recurrence([run("bptt"), run("bptt", True)]).status == NOT_COMPUTED
+
+
+def test_decide_pooled_counts_only_the_seeds_share_of_the_interval():
+    """Where seeds, not rules, make the interval wide, more seeds decide it: the more seed noise, the
+    more seeds; where rules differ, no number of seeds does (above)."""
+    rng = np.random.default_rng(0)
+
+    seed_effect = rng.standard_normal(6)
+    cell = rng.standard_normal((len(RULES), 6))
+
+    def needed(noise):
+        # every rule shares the seed's effect; the rules themselves barely differ
+        values = {
+            r: {s: 0.004 + noise * seed_effect[s] + 1e-4 * cell[i, s] for s in range(6)}
+            for i, r in enumerate(RULES)
+        }
+        est, lo, hi = _pooled(values)
+        text = _decide_pooled(values, est, lo, hi, 0.01)
+        assert text.startswith("the 95% interval is +-") and "seeds would narrow it" in text
+        return int(text.split("about ")[2].split(" seeds")[0])
+
+    small, large = needed(0.02), needed(0.05)
+    assert 6 < small < large
 
 
 # ---------------------------------------------------------------- C4

@@ -7,7 +7,9 @@ stated margin. The decision is the same for all claims:
 - **not supported**: the interval lies on the other side, or inside the equivalence margin (so "no effect"
   is a finding with a margin);
 - **inconclusive**: otherwise, with ``decide`` naming the number of seeds at which a paired t-test would
-  reach 80% power for an effect the size of the margin, at the observed spread;
+  reach 80% power for an effect the size of the margin, at the observed spread; for an effect pooled over
+  rules (C3, C4), the number of seeds at which the interval would narrow enough to decide at the observed
+  effect, or that no number would because the spread between rules alone keeps it too wide;
 - **not computed**: the records the claim needs are absent (``reason`` says which).
 
 Fewer than two seeds never decides a claim. Margins are the named constants below. Which study decides
@@ -155,6 +157,49 @@ def _decide_text(sd: float, margin: float, seeds: int) -> str:
         f"about {n} seeds would detect an effect of {margin:g} at {POWER:.0%} power (paired t, observed "
         f"seed-to-seed sd {sd:.3g}); at {seeds} seeds the minimum detectable effect is {mde:.3g}"
     )
+
+
+def _decide_pooled(
+    values: dict[str, dict[int, float]], est: float, lo: float, hi: float, margin: float
+) -> str:
+    """``decide`` of an effect pooled over rules whose interval resamples rules and seeds: more seeds
+    narrow only the seeds' share of it. With the two-way decomposition ``x[r, s] = m + a_r + b_s + e``
+    (ANOVA mean squares over the rules and seeds all of them hold), the pooled mean's variance at ``n``
+    seeds is ``var_a / R + var_b / n + var_e / (R n)``; the observed half-width is scaled by it to the
+    half-width that would put the interval inside the margin (or clear of 0) at the observed effect."""
+    seeds = _n_seeds(values)
+    common = sorted(set.intersection(*(set(v) for v in values.values() if v)))
+    x = np.array([[v[s] for s in common] for v in values.values() if v])
+    R, n = x.shape
+    if R < 2 or n < 2 or not (math.isfinite(lo) and math.isfinite(hi)):
+        sd = float(np.std(_per_seed_pooled(values), ddof=1)) if seeds >= 2 else math.nan
+        return _decide_text(sd, margin, seeds)
+    resid = x - x.mean(1, keepdims=True) - x.mean(0, keepdims=True) + x.mean()
+    ms_e = float((resid**2).sum()) / ((R - 1) * (n - 1))
+    var_a = max((n * float(x.mean(1).var(ddof=1)) - ms_e) / n, 0.0)
+    var_b = max((R * float(x.mean(0).var(ddof=1)) - ms_e) / R, 0.0)
+    per_seed = var_b + ms_e / R  # the part of n * variance that more seeds divide
+
+    def variance(m: float) -> float:
+        return var_a / R + per_seed / m
+
+    half = (hi - lo) / 2
+    if variance(n) <= 0 or half <= 0:
+        return _decide_text(0.0, margin, seeds)
+    floor = half * math.sqrt(var_a / R / variance(n))
+    need = max(margin - abs(est), abs(est))
+    head = (
+        f"the 95% interval is +-{half:.2g}; the spread between its {R} rule groups alone keeps about "
+        f"+-{floor:.2g} of it, which more seeds do not narrow"
+    )
+    if floor >= need or per_seed <= 0:
+        return (
+            f"{head}: no number of seeds would narrow it to +-{need:.2g} (inside the +-{margin:g} margin, "
+            "or clear of 0, at this effect); more rules would"
+        )
+    target = (need / half) ** 2 * variance(n)  # the variance of a half-width of `need`
+    m = max(math.ceil(per_seed / (target - var_a / R)), n + 1)
+    return f"{head}: about {m} seeds would narrow it to +-{need:.2g}, deciding it if the effect stays at {est:+.2g}"
 
 
 def _status(
@@ -580,8 +625,7 @@ def c3_recurrence(runs: list[RunRecord], matched: list[RunRecord] | None = None)
         )
     )
     if status == INCONCLUSIVE:
-        sd = float(np.std(_per_seed_pooled(diffs), ddof=1)) if seeds >= 2 else math.nan
-        v.decide = _decide_text(sd, C3_MARGIN, seeds)
+        v.decide = _decide_pooled(diffs, est, lo, hi, C3_MARGIN)
         if not matched_diffs:
             v.decide = "the parameter-matched control (study part recurrence-matched) is needed; " + v.decide
     return v
@@ -698,8 +742,7 @@ def _c4_verdict(
         f"{what} {_interval(est, lo, hi, seeds)}, {significant} of {len(per)} rules significant after Holm"
     )
     if status == INCONCLUSIVE:
-        sd = float(np.std(_per_seed_pooled(values), ddof=1)) if seeds >= 2 else math.nan
-        v.decide = _decide_text(sd, C4_MARGIN, seeds)
+        v.decide = _decide_pooled(values, est, lo, hi, C4_MARGIN)
     return v
 
 
