@@ -74,8 +74,9 @@ class AttackRequest:
         object.__setattr__(self, "eps", tuple(float(e) for e in self.eps))
         if self.surrogate is not None:
             object.__setattr__(self, "surrogate", tuple(self.surrogate))
-        kind = ATTACKS.get(self.attack).kind
-        ATTACKS.get(self.attack)(self.options)  # an attack refuses options it cannot keep
+        cls = ATTACKS.get(self.attack)
+        cls(self.options)  # an attack refuses options it cannot keep
+        kind = cls.kind
         if not self.eps:
             raise AttackError("give at least one eps")
         if self.norm not in NORMS:
