@@ -186,7 +186,8 @@ def test_inference_scan_equals_training_scan_bit_for_bit(p, use_rec, dtype, give
 @pytest.mark.parametrize("use_rec", [False, True])
 def test_inference_scan_under_bf16_equals_training_scan(use_rec):
     """bf16 currents (autocast products): inference takes each step's currents into float32 as it
-    reaches them instead of copying all of them first; the spikes and state are the same, bit for bit."""
+    reaches them instead of copying all of them first and returns bf16 spikes; the spikes and state are
+    the same, bit for bit."""
     from spikebench.precision import bf16_supported, compute
 
     if not bf16_supported("cpu"):
@@ -201,8 +202,9 @@ def test_inference_scan_under_bf16_equals_training_scan(use_rec):
             currents = layer(x)
             assert currents.dtype == torch.bfloat16 and currents.stride(0) != 0
             z_inf, s_inf = scan(LIFParams(), currents, rec)
-    assert z_inf.dtype == s_inf.v.dtype == torch.float32 and z_train.dtype == torch.bfloat16
-    assert torch.equal(z_inf, z_train.detach().float()) and torch.equal(s_inf.v, s_train.v)
+    assert s_inf.v.dtype == torch.float32 and z_inf.dtype == z_train.dtype == s_inf.z.dtype == torch.bfloat16
+    assert torch.equal(z_inf, z_train.detach()) and torch.equal(s_inf.v, s_train.v)
+    assert torch.equal(s_inf.z, z_train[-1].detach())
     assert 0 < z_inf.sum() < z_inf.numel()
 
 

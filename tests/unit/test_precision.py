@@ -161,13 +161,13 @@ def test_under_bf16_state_readout_and_optimiser_stay_float32():
     with compute("bf16", "cpu"):
         rollout = net(x.reshape(1, 4, -1).expand(8, 4, -1))
         assert rollout.readout.dtype == rollout.state.layers[0].v.dtype == torch.float32
-        # spikes are exactly 0 or 1: a training forward passes them on in bf16 (no cast before the
-        # next product); inference returns them in float32, the same values
+        # spikes are exactly 0 or 1: training and inference pass them on in bf16 (no cast before the
+        # next product), the same values
         assert all(z.dtype == torch.bfloat16 for z in rollout.spikes)
         with torch.no_grad():
             inference = net(x.reshape(1, 4, -1).expand(8, 4, -1))
-        assert all(z.dtype == torch.float32 for z in inference.spikes)
-        assert all(torch.equal(a.float(), b) for a, b in zip(rollout.spikes, inference.spikes, strict=True))
+        assert all(z.dtype == torch.bfloat16 for z in inference.spikes)
+        assert all(torch.equal(a, b) for a, b in zip(rollout.spikes, inference.spikes, strict=True))
         assert torch.equal(rollout.readout, inference.readout)
         r.train_batch(net, x, y, components.build_encoding(cfg, torch.Generator()), opt.step)
     assert all(p.dtype == torch.float32 for p in net.parameters())

@@ -81,7 +81,7 @@ def spike_counts(net: Network, cfg: Config, x: Tensor) -> dict[str, Tensor]:
         if not per_layer:
             per_layer = [[] for _ in spikes]
         for acc, s in zip(per_layer, spikes, strict=True):
-            acc.append(s.sum(0).reshape(s.shape[1], -1).round().to(dtype).cpu())
+            acc.append(s.sum(0, dtype=torch.float32).reshape(s.shape[1], -1).round().to(dtype).cpu())
     return {f"layers.{i}": torch.cat(acc) for i, acc in enumerate(per_layer)}
 
 

@@ -305,8 +305,9 @@ def scan(
 
     Inference (no gradient enabled, or neither ``currents`` nor ``rec`` requiring one) runs the same
     recursion outside autograd, keeping only the last potential (and, under bf16, taking each step's
-    currents into float32 as it reaches them): the same spikes and final state, bit for bit, with no
-    [T, B, N] potentials or float32 copy of the currents allocated.
+    currents into float32 as it reaches them and returning bf16 spikes, as training does): the same
+    spikes and final state, bit for bit, with no [T, B, N] potentials, float32 copy of the currents or
+    float32 spikes (which the next bf16 product would cast) allocated.
     """
     low = None
     inference = not torch.is_grad_enabled() or not (
@@ -322,7 +323,7 @@ def scan(
         state = zero_state(currents.shape[1], currents.shape[2], device=currents.device, dtype=dtype)
     if inference:  # no autograd node, no potentials kept for a backward pass
         v0 = state.v.detach()
-        zs, v = _advance(p, currents, rec, v0, state.z.detach(), low)
+        zs, v = _advance(p, currents, rec, v0, state.z.detach(), low, spikes=low)
         return zs, LIFState(v if v is not v0 else v.clone(), zs[-1])
     zs, vs = _LIFScan.apply(currents, rec, state.v.detach(), state.z.detach(), p, rec_backward, low)
     # A copy, not a view: the backward pass may reuse the potentials' buffer for the gradient.
