@@ -175,6 +175,21 @@ def test_under_bf16_state_readout_and_optimiser_stay_float32():
 
 
 @needs_bf16
+def test_spike_counts_under_bf16_are_exact_beyond_bf16_integers():
+    """bf16 spikes of more steps than bf16 holds integers exactly (256): counts are summed in float32."""
+    from spikebench.analysis.probes import spike_counts
+
+    cfg, net, _ = build("bptt", "model.hidden=[4]", "data.timesteps=301")
+    with torch.no_grad():
+        net.layers[0].weight.zero_()
+        net.layers[0].bias.fill_(2.0)  # v = 2 at every step: a spike at each of the 301 steps
+    x, _ = batch(3)
+    with compute("bf16", "cpu"):
+        counts = spike_counts(net, cfg, x)["layers.0"]
+    assert counts.dtype == torch.int16 and bool((counts == 301).all())
+
+
+@needs_bf16
 def test_a_bf16_run_records_its_precision_and_evaluates_in_either(fake_data, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["--set", "model.hidden=[32]", "--set", "data.timesteps=4", "--set", "train.precision=bf16"]
