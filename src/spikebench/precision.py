@@ -8,9 +8,9 @@
   accumulate in float32 (``torch.autocast``); their results are bfloat16 (an online rule's convolution
   weight gradient stays a float32 correlation). Membrane potentials, the readout's
   integration, traces, gradients, parameters and the optimiser's state stay float32: every product
-  result is added into a float32 state. Spikes are exactly 0 or 1 in bf16: a training forward pass of
-  the fused scan returns them in bf16, so the next product takes them without a cast (and the gradient
-  it hands back is bf16, as it would be after the cast); inference returns them in float32. Refused,
+  result is added into a float32 state. Spikes are exactly 0 or 1 in bf16: the fused scan returns them in
+  bf16, in training and in inference, so the next product takes them without a cast (and the gradient
+  it hands back is bf16, as it would be after the cast). Refused,
   with one line, where the device cannot do bf16;
 - ``auto``: ``bf16`` where the device supports it, otherwise ``fp32`` with one logged line saying so.
 
