@@ -10,6 +10,8 @@ one precision whose ``correct`` strings differ between labels are printed as suc
     spikebench train --set data.limit_train=3000 --set train.epochs=1 --out RUN
     PYTHONPATH=src .venv/bin/python benchmarks/attack_throughput.py --run RUN --label new
     PYTHONPATH=/path/to/old/src .venv/bin/python benchmarks/attack_throughput.py --run RUN --label old
+
+Code from before ``AttackRequest`` is called with the keyword arguments its ``run_attack`` took.
 """
 
 from __future__ import annotations
@@ -24,13 +26,27 @@ from pathlib import Path
 import torch
 
 from spikebench.attacks import AttackOptions
-from spikebench.attacks.request import AttackRequest
 from spikebench.attacks.runner import run_attack
 from spikebench.io import atomic_write_json
 from spikebench.precision import compute
 from spikebench.rundir import load_run
 
 HERE = Path(__file__).resolve().parent
+
+
+def _attack(target, args: argparse.Namespace, options: AttackOptions) -> dict:
+    """``run_attack`` through an AttackRequest, or with the keyword arguments code older than
+    AttackRequest took (to time such a version on the same run)."""
+    try:
+        from spikebench.attacks.request import AttackRequest
+    except ImportError:
+        return run_attack(
+            target, args.attack, (args.eps,), options=options, n=args.n, seed=args.seed, reference=False
+        )
+    request = AttackRequest(
+        args.attack, (args.eps,), options=options, n=args.n, seed=args.seed, reference=False
+    )
+    return run_attack(target, request)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,10 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         options = AttackOptions(queries=args.queries)
         c0, t0 = time.process_time(), time.perf_counter()
         with compute(target.precision, target.device):
-            request = AttackRequest(
-                args.attack, (args.eps,), options=options, n=args.n, seed=args.seed, reference=False
-            )
-            report = run_attack(target, request)
+            report = _attack(target, args, options)
         r = report["records"][0]
         entry = {
             "label": args.label,
