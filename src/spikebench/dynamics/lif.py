@@ -109,7 +109,6 @@ def _advance(
     z0: Tensor,
     low: torch.dtype | None,
     vs: Tensor | None = None,
-    spikes: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The forward recursion of a layer from ``(v0, z0)``: spikes [T, B, N] and the last potential.
 
@@ -117,14 +116,14 @@ def _advance(
     them); without it two [B, N] buffers take turns (step t reads v[t-1] while it writes v[t]), which is
     all inference needs. ``currents`` are float32 (or float64), or bf16 products taken into float32 one
     step at a time (no float32 copy of all steps); ``low``: the dtype of the recurrent product's
-    operands (None: the currents' own). ``spikes``: the dtype the spikes are returned in (None: the
-    potentials'); the recursion reads each step's spikes in the potentials' dtype from a [B, N] buffer.
-    The arithmetic is the same in every case.
+    operands and of the returned spikes (None: the currents' own; with ``low`` the recursion reads each
+    step's spikes in the potentials' dtype from a [B, N] buffer). The arithmetic is the same in every
+    case.
     """
     dtype = torch.float32 if currents.dtype in LOW else currents.dtype
     like = {"dtype": dtype, "device": currents.device}
     rec_low = None if rec is None or low is None else rec.t().to(low)
-    zs = torch.empty(currents.shape, dtype=spikes or dtype, device=currents.device)
+    zs = torch.empty(currents.shape, dtype=low or dtype, device=currents.device)
     soft = p.reset == "soft"
     plain = _plain_heaviside(p.surrogate)
     keep = None if soft else torch.empty(currents.shape[1:], **like)  # 1 - z[t-1]
@@ -205,7 +204,7 @@ class _LIFScan(torch.autograd.Function):
     ):
         state_dtype = torch.float32 if currents.dtype in LOW else currents.dtype
         vs = torch.empty(currents.shape, dtype=state_dtype, device=currents.device)
-        zs, _ = _advance(p, currents, rec, v0, z0, low, vs, spikes=low)
+        zs, _ = _advance(p, currents, rec, v0, z0, low, vs)
         ctx.mark_non_differentiable(vs)
         # No zero gradient is materialised for the potentials output (a full-size fill per call).
         ctx.set_materialize_grads(False)
@@ -323,7 +322,7 @@ def scan(
         state = zero_state(currents.shape[1], currents.shape[2], device=currents.device, dtype=dtype)
     if inference:  # no autograd node, no potentials kept for a backward pass
         v0 = state.v.detach()
-        zs, v = _advance(p, currents, rec, v0, state.z.detach(), low, spikes=low)
+        zs, v = _advance(p, currents, rec, v0, state.z.detach(), low)
         return zs, LIFState(v if v is not v0 else v.clone(), zs[-1])
     zs, vs = _LIFScan.apply(currents, rec, state.v.detach(), state.z.detach(), p, rec_backward, low)
     # A copy, not a view: the backward pass may reuse the potentials' buffer for the gradient.
