@@ -131,18 +131,23 @@ def _advance(
     spike_turns = (
         None if zs.dtype == dtype else (torch.empty(v0.shape, **like), torch.empty(v0.shape, **like))
     )
+    # the steps as views made at once, and the threshold as a tensor of the potentials' dtype (the
+    # value a Python number is rounded to): no per-step indexing or scalar wrapping
+    steps_c, steps_z = currents.unbind(0), zs.unbind(0)
+    steps_v = vs.unbind(0) if vs is not None else None
+    theta = torch.tensor(p.theta, **like)
     v_prev, z_prev = v0, z0
     for t in range(currents.shape[0]):
-        v = vs[t] if vs is not None else turns[t % 2]  # type: ignore[index]
-        z = zs[t] if spike_turns is None else spike_turns[t % 2]
+        v = steps_v[t] if steps_v is not None else turns[t % 2]  # type: ignore[index]
+        z = steps_z[t] if spike_turns is None else spike_turns[t % 2]
         if currents.dtype == dtype:
-            c = currents[t]
+            c = steps_c[t]
         else:  # a bf16 product taken into the float32 potential's buffer
-            c = v.copy_(currents[t])
+            c = v.copy_(steps_c[t])
         if rec is None:
             pass
         elif low is not None:  # the product in bf16, added into the float32 potential
-            z_low = z0.to(low) if t == 0 else zs[t - 1].to(low)
+            z_low = z0.to(low) if t == 0 else steps_z[t - 1].to(low)
             c = torch.add(c, torch.mm(z_low, rec_low), out=v)
         else:
             c = torch.addmm(c, z_prev, rec.t(), out=v)
@@ -159,11 +164,11 @@ def _advance(
             else:
                 torch.addcmul(c, v_prev, keep, value=p.alpha, out=v)
         if plain:
-            torch.ge(v, p.theta, out=z)
+            torch.ge(v, theta, out=z)
         else:
             z.copy_(p.surrogate.heaviside(v - p.theta))
         if spike_turns is not None:
-            zs[t].copy_(z)
+            steps_z[t].copy_(z)
         v_prev, z_prev = v, z
     return zs, v_prev
 
@@ -238,39 +243,42 @@ class _LIFScan(torch.autograd.Function):
         back_low = rec_back.to(low) if low is not None and ctx.has_rec else None
         tmp = torch.empty_like(vs[0])
         psi = torch.empty_like(vs[0])
+        # as in the forward pass: the steps as views made at once, the constants as tensors
+        steps_v, steps_g, steps_gz, steps_z = vs.unbind(0), gI.unbind(0), gz.unbind(0), zs.unbind(0)
+        theta, alpha = (torch.tensor(c, dtype=vs.dtype, device=vs.device) for c in (p.theta, p.alpha))
         for t in range(T - 1, -1, -1):
-            p.surrogate.derivative_(torch.sub(vs[t], p.theta, out=psi))
-            gv = gI[t] if turns is None else turns[t % 2]
+            p.surrogate.derivative_(torch.sub(steps_v[t], theta, out=psi))
+            gv = steps_g[t] if turns is None else turns[t % 2]
             if t == T - 1:
-                torch.mul(psi, gz[t], out=gv)
+                torch.mul(psi, steps_gz[t], out=gv)
                 if turns is not None:
-                    gI[t].copy_(gv)
+                    steps_g[t].copy_(gv)
                 continue
-            gv_next = gI[t + 1] if turns is None else turns[(t + 1) % 2]
+            gv_next = steps_g[t + 1] if turns is None else turns[(t + 1) % 2]
             if ctx.has_rec or not p.detach_reset:
                 if ctx.has_rec and low is not None:
-                    gzt.copy_(gz[t]).add_(torch.mm(gv_next.to(low), back_low))  # in float32
+                    gzt.copy_(steps_gz[t]).add_(torch.mm(gv_next.to(low), back_low))  # in float32
                 elif ctx.has_rec:
-                    torch.addmm(gz[t], gv_next, rec_back, out=gzt)
+                    torch.addmm(steps_gz[t], gv_next, rec_back, out=gzt)
                 else:
-                    gzt.copy_(gz[t])
+                    gzt.copy_(steps_gz[t])
                 if not p.detach_reset:
                     if soft:
-                        torch.mul(gv_next, p.theta, out=tmp)
+                        torch.mul(gv_next, theta, out=tmp)
                     else:
-                        torch.mul(vs[t], p.alpha, out=tmp).mul_(gv_next)
+                        torch.mul(steps_v[t], alpha, out=tmp).mul_(gv_next)
                     gzt.sub_(tmp)
                 torch.mul(psi, gzt, out=gv)
             else:
-                torch.mul(psi, gz[t], out=gv)
+                torch.mul(psi, steps_gz[t], out=gv)
             # gv += gv_next * dv[t+1]/dv[t], with the product rounded first as in the step loop
             if soft:
-                torch.mul(gv_next, p.alpha, out=tmp)
+                torch.mul(gv_next, alpha, out=tmp)
             else:
-                tmp.copy_(zs[t]).neg_().add_(1.0).mul_(p.alpha).mul_(gv_next)  # (1 - z[t]) alpha gv[t+1]
+                tmp.copy_(steps_z[t]).neg_().add_(1.0).mul_(p.alpha).mul_(gv_next)  # (1 - z[t]) alpha gv[t+1]
             gv.add_(tmp)
             if turns is not None:
-                gI[t].copy_(gv)
+                steps_g[t].copy_(gv)
         g_rec = None
         if ctx.has_rec and ctx.needs_input_grad[1]:
             z_prev = torch.cat([z0.to(zs.dtype).unsqueeze(0), zs[:-1]])
