@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spikebench import __version__
+from spikebench import __version__, heap
 from spikebench.config import ConfigError, parse_override
 from spikebench.plugins import GROUP, load_entry_points
 from spikebench.plugins import load as load_plugin
@@ -821,6 +821,7 @@ def main(argv: list[str] | None = None) -> int:
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
+        heap.keep_freed_memory()
         load_entry_points()
         for spec in args.plugin:
             load_plugin(spec)

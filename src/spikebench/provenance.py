@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import spikebench
+from spikebench import heap
 
 
 def versions() -> dict[str, str]:
@@ -101,4 +102,5 @@ def invocation(argv: list[str] | None) -> dict[str, Any]:
         "versions": versions(),
         "git": git_revision(),
         "hardware": hardware(),
+        "heap": heap.describe(),
     }

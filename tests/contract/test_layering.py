@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "spikebench",
             "spikebench.registry",
             "spikebench.io",
+            "spikebench.heap",
             "spikebench.records",
             "spikebench.precision",
             "spikebench.provenance",

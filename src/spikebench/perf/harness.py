@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 import spikebench
-from spikebench import components
+from spikebench import components, heap
 from spikebench.attacks import ATTACKS, AttackOptions, Classifier, ExactGradient, Target, ThreatModel
 from spikebench.config import Config, ConfigError, DataConfig, ModelConfig, RuleConfig, TrainConfig
 from spikebench.dynamics.lif import LIFParams
@@ -645,6 +645,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "heap": heap.describe(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     if device.type == "cuda":

@@ -56,6 +56,8 @@ def format_report(rec: dict[str, Any]) -> str:
         f"spikebench perf on {env['device']} ({env.get('cpu') or 'unknown cpu'}, {env['cpu_count']} cores, "
         f"{env['torch_threads']} torch threads), torch {env['torch_version']}",
     ]
+    if env.get("heap"):
+        lines.append(f"C heap: {env['heap']}")
     load = env.get("load_average")
     if load:
         end = env.get("load_average_end") or load

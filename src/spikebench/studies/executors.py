@@ -24,7 +24,7 @@ import os
 from abc import ABC, abstractmethod
 from typing import Any
 
-from spikebench import plugins
+from spikebench import heap, plugins
 from spikebench.registry import SpikebenchError
 from spikebench.studies.jobs import Job, Outcome, execute
 
@@ -100,6 +100,7 @@ def _init_worker(
     import torch
 
     die_with_parent(parent)
+    heap.keep_freed_memory()
     torch.set_num_threads(threads)
     plugins.load_all(plugin_specs)
 

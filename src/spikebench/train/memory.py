@@ -7,6 +7,9 @@ high-water mark is reset at the start by writing ``5`` to ``/proc/self/clear_ref
 the block itself needed on top of what was already there (libraries, dataset, model);
 ``peak_total_bytes`` is the absolute peak. :meth:`PeakMemory.pause` / :meth:`PeakMemory.resume`
 leave evaluation between epochs out of the measurement. Where neither source exists both are None.
+On CPU the C heap's free memory is handed back to the system at the start of every segment
+(:func:`spikebench.heap.release`), so memory kept from what ran before (:mod:`spikebench.heap`) is
+neither counted as the block's nor reused unseen by it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import re
 from pathlib import Path
 
 import torch
+
+from spikebench import heap
 
 _STATUS = Path("/proc/self/status")
 
@@ -43,6 +48,7 @@ class PeakMemory:
             self._start = torch.cuda.memory_allocated(self.device)
             self.method = "cuda.max_memory_allocated"
         else:
+            heap.release()  # free memory the heap keeps (spikebench.heap) is not the block's
             try:
                 Path("/proc/self/clear_refs").write_text("5")
                 self.method = "VmHWM"
@@ -61,6 +67,7 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
+            heap.release()
             try:
                 Path("/proc/self/clear_refs").write_text("5")
             except OSError:
