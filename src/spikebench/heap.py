@@ -5,8 +5,8 @@ threshold (128 KiB at start, raised as large blocks are freed, up to 32 MiB) wit
 hands the free memory at the top of its heap back to the system once more than its trim threshold is
 free there. A training step allocates buffers of a few MiB ([T, B, N] potentials, spikes, currents and
 their gradients) and frees them all when it ends, so every step writes to pages the system must map and
-zero first, one fault per 4 KiB. On the 2-core test machine that is about a quarter of a bptt step's
-time on the default network (benchmarks/results/heap_ab.json).
+zero first, one fault per 4 KiB: about 3,000 faults per bptt step of the default network, which then
+takes 1.28x as long (benchmarks/results/heap_ab.json).
 
 :func:`keep_freed_memory` fixes glibc's mmap threshold at 32 MiB (its largest) and its trim threshold
 at 1 GiB (``mallopt``), so that such buffers come from the heap and stay mapped from one step to the
