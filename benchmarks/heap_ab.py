@@ -27,25 +27,20 @@ from spikebench.provenance import git_revision
 HERE = Path(__file__).resolve().parent
 
 CHILD = """
-import json, resource, torch
+import json, torch
 from spikebench import heap
 setting = heap.keep_freed_memory()
 from spikebench.perf.harness import PerfOptions, _config, _Trainer, measure_network_vs_snntorch
 from spikebench.train.memory import PeakMemory
 torch.set_num_threads(1)
 train = _Trainer(_config("bptt", 25, 128, False, "cpu"), torch.device("cpu"))
-for _ in range(3):
-    train()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(4):
-    train()
-faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults = heap.page_faults(train, 4)
 with PeakMemory(torch.device("cpu")) as pm:
     for _ in range(10):
         train()
 opts = PerfOptions(threads=1, repeats=15, min_repeats=10, budget_s=40)
 pair = measure_network_vs_snntorch(opts, torch.device("cpu"), lambda msg: None)
-out = {"heap": setting, "faults_per_step": faults / 4, "peak_training_mib": pm.peak_bytes / 2**20}
+out = {"heap": setting, "faults_per_step": faults, "peak_training_mib": pm.peak_bytes / 2**20}
 for precision, entry in pair["precisions"].items():
     out[precision] = {
         "spikebench": entry["spikebench"]["samples_per_second"],

@@ -23,8 +23,9 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+from collections.abc import Callable
 
-__all__ = ["ENV", "describe", "keep_freed_memory", "release"]
+__all__ = ["ENV", "describe", "keep_freed_memory", "page_faults", "release"]
 
 ENV = "SPIKEBENCH_HEAP"
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -78,3 +79,18 @@ def release() -> bool:
         return False
     libc.malloc_trim(0)
     return True
+
+
+def page_faults(fn: Callable[[], object], calls: int, warmup: int = 3) -> float | None:
+    """Minor page faults of this process per call of ``fn``, over ``calls`` calls after ``warmup``
+    untimed ones (``getrusage``); None where the count is not available."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    for _ in range(warmup):
+        fn()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls

