@@ -794,15 +794,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_ls)
 
+    plugin_help = (
+        "import a plugin before anything else: a module name or a .py file (repeatable; installed "
+        f"entry points of the group {GROUP!r} are always imported)"
+    )
+    # before the command or after it: a subcommand's default would overwrite a shared destination
+    parser.add_argument(
+        "--plugin",
+        dest="plugins_first",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help=plugin_help,
+    )
     for p in sub.choices.values():  # every command: its components may come from a plugin
-        p.add_argument(
-            "--plugin",
-            action="append",
-            default=[],
-            metavar="MODULE_OR_FILE",
-            help="import a plugin before anything else: a module name or a .py file (repeatable; installed "
-            f"entry points of the group {GROUP!r} are always imported)",
-        )
+        p.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE", help=plugin_help)
     return parser
 
 
@@ -826,7 +832,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         heap.keep_freed_memory()
         load_entry_points()
-        for spec in args.plugin:
+        for spec in [*args.plugins_first, *args.plugin]:
             load_plugin(spec)
         return args.func(args)
     except USAGE_ERRORS + (CLIError,) as exc:

@@ -141,3 +141,14 @@ def test_a_plugin_that_fails_to_import_is_one_line(tmp_path, plugin_scope, capsy
     assert main(["ls", "rules", "--plugin", str(tmp_path / "missing.py")]) == 1
     assert one_error_line(capsys).endswith("missing.py: no such file")
     assert plugins.loaded() == []
+
+
+def test_plugin_before_the_command(plugin_scope, capsys, tmp_path):
+    """``spikebench --plugin X COMMAND`` loads X as ``COMMAND --plugin X`` does (both may be given)."""
+    assert main(["--plugin", str(EXAMPLE), "ls", "rules", "--json"]) == 0
+    assert RULE in {r["name"] for r in json.loads(capsys.readouterr().out)}
+    assert plugins.loaded() == [str(EXAMPLE)]
+    bad = tmp_path / "bad_plugin.py"
+    bad.write_text("raise RuntimeError('no GPU here')\n")
+    assert main(["--plugin", str(bad), "ls", "rules"]) == 1
+    assert one_error_line(capsys).endswith(f"plugin {bad} failed to import: RuntimeError: no GPU here")
