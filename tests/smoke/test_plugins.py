@@ -1,7 +1,6 @@
 """Plugins end to end on generated data: the example plugin rule (examples/plugin_rule) trains, is attacked
 with its own input gradient and runs in a two-worker study and in Ray tasks; an installed entry point is
-discovered; a
-plugin that fails, or a run or study resumed without its plugin, is one clear line."""
+discovered; a plugin that fails, or a run or study resumed without its plugin, is one clear line."""
 
 from __future__ import annotations
 
@@ -107,7 +106,6 @@ def test_the_example_plugin_runs_in_a_two_worker_study(fake_data, tmp_path, plug
     assert "was run with plugin(s)" in line and f"--plugin {EXAMPLE}" in line
 
 
-
 def test_the_example_plugin_runs_in_ray_tasks(fake_data, tmp_path, plugin_scope):
     """Ray tasks import the study's plugins before they read a job (a file at the same path)."""
     pytest.importorskip("ray")
@@ -118,6 +116,7 @@ def test_the_example_plugin_runs_in_ray_tasks(fake_data, tmp_path, plugin_scope)
     summaries = [json.loads(p.read_text()) for p in (out / "runs").glob("*/summary.json")]
     assert RULE in {s["rule"] for s in summaries}
     assert all(s["plugins"] == [str(EXAMPLE)] for s in summaries)
+
 
 def test_an_installed_entry_point_is_discovered(tmp_path, monkeypatch, plugin_scope, capsys):
     site = tmp_path / "site"
