@@ -21,6 +21,7 @@ Elsewhere than glibc (musl, macOS) nothing is changed.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 from collections.abc import Callable
@@ -35,6 +36,7 @@ TRIM_THRESHOLD = 1 << 30
 _setting = "system default"
 
 
+@functools.cache  # platform.libc_ver reads the interpreter's binary: once per process
 def _glibc() -> ctypes.CDLL | None:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
