@@ -5,4 +5,4 @@ DECOLLE through one dynamics core and one training loop, and measure accuracy, c
 training and robustness.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -246,6 +246,8 @@ def test_tiny_run_end_to_end(monkeypatch):
     text = format_report(rec)
     assert "Open Neuromorphic protocol" in text and "bptt" in text
     assert "calls/s fp32" in text and "spsa" in text
+    if "bf16_over_fp32" in rec["network_vs_snntorch"]:  # no snnTorch here: bptt against itself only
+        assert "bptt in bf16 is" in text and "the snnTorch network in fp32" not in text
 
 
 @pytest.mark.parametrize(
@@ -289,8 +291,15 @@ def test_snntorch_network_timed_beside_bptt_in_every_precision():
         assert [r[0] for r in rows] == ["snnTorch network", "bptt / snnTorch"]
         assert rows[1][3] == f"{net['precisions']['fp32']['speedup']:.2f}x"
         assert rows[1][4] == f"{net['precisions']['bf16']['speedup']:.2f}x"
+        by = {p: net["precisions"][p] for p in timed}
+        assert net["bf16_over_fp32"] == pytest.approx(
+            by["fp32"]["spikebench"]["median_s"] / by["bf16"]["spikebench"]["median_s"]
+        )
+        assert net["bf16_over_snntorch_fp32"] == pytest.approx(
+            by["fp32"]["snntorch"]["median_s"] / by["bf16"]["spikebench"]["median_s"]
+        )
     else:
-        assert rows == []
+        assert rows == [] and "bf16_over_fp32" not in net
 
 
 def test_perf_options_refuse_unknown_attack_and_bad_budget():

@@ -188,8 +188,9 @@ class _LIFScan(torch.autograd.Function):
     dv[t+1]/dv[t] = alpha (1 - z[t]), dv[t+1]/dr[t] = -alpha v[t].
 
     Both passes write every step into preallocated [T, B, N] buffers with in-place / ``out=`` kernels
-    (no per-step result tensors, no copies). In the backward recursion every product is rounded
-    before it is added, as autograd of the step loop does. ``psi`` is evaluated in the backward pass,
+    (no per-step result tensors, no copies). The leak is one fused multiply-add in both passes (soft
+    reset), so potentials and gradients agree with the step loop's to rounding (spikes exactly, but
+    for a potential within rounding of the threshold). ``psi`` is evaluated in the backward pass,
     step by step from the saved potentials: inference pays nothing for it, and its temporaries stay
     [B, N] (full-size temporaries cost page faults on CPU). Unless the graph is kept for another
     backward pass, the input gradient is written over the saved potentials (step t's potential is read
@@ -271,12 +272,12 @@ class _LIFScan(torch.autograd.Function):
                 torch.mul(psi, gzt, out=gv)
             else:
                 torch.mul(psi, steps_gz[t], out=gv)
-            # gv += gv_next * dv[t+1]/dv[t], with the product rounded first as in the step loop
-            if soft:
-                torch.mul(gv_next, alpha, out=tmp)
+            # gv += gv_next * dv[t+1]/dv[t]
+            if soft:  # one fused multiply-add, as the forward pass's leak
+                gv.add_(gv_next, alpha=p.alpha)
             else:
                 tmp.copy_(steps_z[t]).neg_().add_(1.0).mul_(p.alpha).mul_(gv_next)  # (1 - z[t]) alpha gv[t+1]
-            gv.add_(tmp)
+                gv.add_(tmp)
             if turns is not None:
                 steps_g[t].copy_(gv)
         g_rec = None
@@ -308,7 +309,9 @@ def scan(
     recurrent products take bf16 operands (accumulated in float32) as the other products do. The spikes
     (exactly 0 or 1) are returned in bf16 and the currents' gradient is bf16, each step rounded from the
     float32 recursion: the values autograd of ``currents.float()`` and of a cast of float32 spikes
-    would give, without the [T, B, N] copies.
+    would give, without the [T, B, N] copies. Under bf16 autocast, float32 currents (a layer's one
+    frame of a time-constant input, taken into float32 once and broadcast over T) give bf16 spikes and
+    recurrent products in the same way.
 
     Inference (no gradient enabled, or neither ``currents`` nor ``rec`` requiring one) runs the same
     recursion outside autograd, keeping only the last potential (and, under bf16, taking each step's
@@ -316,15 +319,14 @@ def scan(
     spikes and final state, bit for bit, with no [T, B, N] potentials, float32 copy of the currents or
     float32 spikes (which the next bf16 product would cast) allocated.
     """
-    low = None
     inference = not torch.is_grad_enabled() or not (
         currents.requires_grad or (rec is not None and rec.requires_grad)
     )
-    if currents.dtype in LOW:  # a time-constant current (broadcast over T) stays broadcast
+    low = None
+    if currents.dtype in LOW:
         low = currents.dtype
-        constant = currents.shape[0] > 1 and currents.stride(0) == 0
-        if constant:
-            currents = currents[:1].float().expand(currents.shape)
+    elif torch.is_autocast_enabled(currents.device.type):  # float32 currents among bf16 products
+        low = torch.get_autocast_dtype(currents.device.type)
     if state is None:
         dtype = torch.float32 if currents.dtype in LOW else currents.dtype
         state = zero_state(currents.shape[1], currents.shape[2], device=currents.device, dtype=dtype)

@@ -209,9 +209,11 @@ class SpikingLayer(nn.Module):
     def currents(self, x_seq: Tensor) -> Tensor:
         """Feed-forward currents for all steps, [T, B, *in_shape] -> [T, B, N], as one product.
 
-        When the input is the same at every step (``direct`` encoding), it is computed once."""
+        When the input is the same at every step (``direct`` encoding), it is computed once, and a bf16
+        product is taken into float32 once (broadcast over T, the scan reads it without a per-step
+        conversion; its gradient is summed over T in float32 and rounded to bf16 once)."""
         if is_time_constant(x_seq):
-            once = self.product(x_seq[0])
+            once = as_state(self.product(x_seq[0]))
             return once.unsqueeze(0).expand(x_seq.shape[0], *once.shape)
         return self.product(x_seq)
 

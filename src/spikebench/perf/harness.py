@@ -357,7 +357,8 @@ def measure_network_vs_snntorch(
     """(a'): samples/s of ``bptt`` on the default network, spikebench vs snnTorch layers, T = the first
     of ``opts.timesteps``, in every timed precision, all timed alternately in the same rounds. The
     first precision's numbers are under ``spikebench`` / ``snntorch`` / ``speedup``; every precision's
-    under ``precisions[p]``."""
+    under ``precisions[p]``. With fp32 and bf16 both timed, ``bf16_over_fp32`` and
+    ``bf16_over_snntorch_fp32`` compare bptt in bf16 with bptt and with the snnTorch network in fp32."""
     T = opts.timesteps[0]
     info = peer_info("snntorch")
     timed, _ = timed_precisions(opts, device)
@@ -384,6 +385,13 @@ def measure_network_vs_snntorch(
             entry["speedup"] = theirs.median_s / ours_t.median_s
             entry["speedup_cpu_time"] = _cpu(theirs) / _cpu(ours_t)
         result["precisions"][precision] = entry
+    if {"fp32", "bf16"} <= set(timed):
+        # across precisions, from the same rounds: bptt in bf16 against bptt and the snnTorch network
+        # in fp32
+        bf16 = timings["spikebench bf16"].median_s
+        result["bf16_over_fp32"] = timings["spikebench fp32"].median_s / bf16
+        if "snntorch fp32" in timings:
+            result["bf16_over_snntorch_fp32"] = timings["snntorch fp32"].median_s / bf16
     result.update(result["precisions"][timed[0]])
     return result
 

@@ -88,6 +88,11 @@ def format_report(rec: dict[str, Any]) -> str:
                 f"  {precision}: spikebench is {entry['speedup']:.2f}x the samples/s of snnTorch "
                 f"({entry['speedup_cpu_time']:.2f}x by process CPU time)"
             )
+    if "bf16_over_fp32" in net:
+        line = f"  bptt in bf16 is {net['bf16_over_fp32']:.2f}x bptt in fp32"
+        if "bf16_over_snntorch_fp32" in net:
+            line += f" and {net['bf16_over_snntorch_fp32']:.2f}x the snnTorch network in fp32"
+        lines.append(line)
     if net.get("note"):
         lines.append(f"  snnTorch skipped: {net['note']}")
 

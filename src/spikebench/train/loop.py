@@ -95,12 +95,19 @@ class NoHooks:
         pass
 
 
+FUSED_DEVICES = ("cpu", "cuda")  # where torch has a fused kernel for SGD, Adam and AdamW
+
+
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    """The optimiser of ``cfg`` over the parameters that require a gradient: SGD (momentum 0.9), Adam or
+    AdamW. On CPUs and CUDA GPUs it is torch's fused implementation, which updates each parameter in
+    one pass (the per-tensor loop takes ten or so; the same update up to float rounding)."""
     params = [p for p in params if p.requires_grad]
+    fused = bool(params) and all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in params)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, fused=fused)
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def lr_factor(cfg: TrainConfig, total_batches: int) -> Callable[[int], float]:
