@@ -13,8 +13,12 @@ REFERENCE = {
     "sgd": lambda ps, c: torch.optim.SGD(
         ps, lr=c.lr, momentum=0.9, weight_decay=c.weight_decay, foreach=False, fused=False
     ),
-    "adam": lambda ps, c: torch.optim.Adam(ps, lr=c.lr, weight_decay=c.weight_decay, foreach=False, fused=False),
-    "adamw": lambda ps, c: torch.optim.AdamW(ps, lr=c.lr, weight_decay=c.weight_decay, foreach=False, fused=False),
+    "adam": lambda ps, c: torch.optim.Adam(
+        ps, lr=c.lr, weight_decay=c.weight_decay, foreach=False, fused=False
+    ),
+    "adamw": lambda ps, c: torch.optim.AdamW(
+        ps, lr=c.lr, weight_decay=c.weight_decay, foreach=False, fused=False
+    ),
 }
 
 
@@ -29,7 +33,7 @@ def test_fused_optimiser_takes_the_per_tensor_update(name):
     opt = make_optimizer(cfg, [*ours, frozen])
     assert opt.defaults["fused"] and all(p is not frozen for p in opt.param_groups[0]["params"])
     ref_opt = REFERENCE[name](ref, cfg)
-    for step in range(6):
+    for _ in range(6):
         grads = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in start]
         for ps, o in ((ours, opt), (ref, ref_opt)):
             for p, gr in zip(ps, grads, strict=True):
