@@ -6,11 +6,12 @@
 - ``bf16``: the dense and convolution products (layer currents, the recurrent product, the readout's
   projection, the online rules' learning signals and dense outer products) take bfloat16 operands and
   accumulate in float32 (``torch.autocast``); their results are bfloat16 (an online rule's convolution
-  weight gradient stays a float32 correlation). Membrane potentials, the readout's
-  integration, traces, gradients, parameters and the optimiser's state stay float32: every product
-  result is added into a float32 state. Spikes are exactly 0 or 1 in bf16: the fused scan returns them in
-  bf16, in training and in inference, so the next product takes them without a cast (and the gradient
-  it hands back is bf16, as it would be after the cast). Refused,
+  weight gradient stays a float32 correlation, and e-prop's products with its per-sample eligibility
+  traces stay float32: a bf16 cast of the [B, N, D] trace would cost more than the product). Membrane
+  potentials, the readout's integration, traces, gradients, parameters and the optimiser's state stay
+  float32: every product result is added into a float32 state. Spikes are exactly 0 or 1 in bf16: the
+  fused scan returns them in bf16, in training and in inference, so the next product takes them without
+  a cast (and the gradient it hands back is bf16, as it would be after the cast). Refused,
   with one line, where the device cannot do bf16;
 - ``auto``: ``bf16`` where the device supports it, otherwise ``fp32`` with one logged line saying so.
 
@@ -120,9 +121,3 @@ def add_mm_(out: Tensor, a: Tensor, b: Tensor) -> Tensor:
         return out.add_(a @ b)
     return out.addmm_(a, b)
 
-
-def add_bmm_(out: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """``out += bmm(a, b)`` in place; under bf16 the product is computed in bf16 (``baddbmm_`` is not)."""
-    if low_precision():
-        return out.add_(torch.bmm(a, b))
-    return out.baddbmm_(a, b)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from spikebench.config import ConfigError, RuleConfig
 from spikebench.nn.network import Network
-from spikebench.precision import add_bmm_, add_mm_, as_state
+from spikebench.precision import add_mm_, as_state, full_precision
 from spikebench.rules.base import RULES, Locality, Memory, Option, Spatial, Temporal
 from spikebench.rules.online import (
     UPDATE,
@@ -136,16 +136,20 @@ class Eligibility:
         carried = torch.einsum("k,kbn->bn", powers * self.kappa, signal)
         if self.q is not None:  # the factorised prefix, decayed since the input changed
             add_mm_(out, (carried * self.q).T, self.const)
-        if self.ebar is not None:
-            out.add_(torch.einsum("bn,bnd->nd", carried, self.ebar))
-        if not last:
-            if self.q is not None:
-                self.q.mul_(self.kappa**k)
-            weighted = (psi * powers.flip(0)[:, None, None]).permute(1, 2, 0)  # [B, N, k]
-            if self.ebar is None:
-                self.ebar = as_state(torch.bmm(weighted, eps.transpose(0, 1)))
-            else:
-                add_bmm_(self.ebar.mul_(self.kappa**k), weighted, eps.transpose(0, 1))
+        # The products with the per-sample traces ebar [B, N, D] stay float32 under bf16: they make one
+        # pass over the trace (an inner dimension of one sample or the block's steps), which a bf16 cast
+        # of the trace would double, and a bf16 result would cost another pass to add.
+        with full_precision(psi.device.type):
+            if self.ebar is not None:
+                out.add_(torch.einsum("bn,bnd->nd", as_state(carried), self.ebar))
+            if not last:
+                if self.q is not None:
+                    self.q.mul_(self.kappa**k)
+                weighted = (psi * powers.flip(0)[:, None, None]).permute(1, 2, 0)  # [B, N, k]
+                if self.ebar is None:
+                    self.ebar = torch.bmm(weighted, as_state(eps).transpose(0, 1))
+                else:
+                    self.ebar.mul_(self.kappa**k).baddbmm_(weighted, as_state(eps).transpose(0, 1))
         return out
 
 
