@@ -120,4 +120,3 @@ def add_mm_(out: Tensor, a: Tensor, b: Tensor) -> Tensor:
     if low_precision():
         return out.add_(a @ b)
     return out.addmm_(a, b)
-
