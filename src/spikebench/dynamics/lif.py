@@ -188,9 +188,10 @@ class _LIFScan(torch.autograd.Function):
     dv[t+1]/dv[t] = alpha (1 - z[t]), dv[t+1]/dr[t] = -alpha v[t].
 
     Both passes write every step into preallocated [T, B, N] buffers with in-place / ``out=`` kernels
-    (no per-step result tensors, no copies). The leak is one fused multiply-add in both passes (soft
-    reset), so potentials and gradients agree with the step loop's to rounding (spikes exactly, but
-    for a potential within rounding of the threshold). ``psi`` is evaluated in the backward pass,
+    (no per-step result tensors, no copies). The leak is one kernel in both passes (soft reset: ``add``
+    with ``alpha``, which rounds otherwise than a product then a sum), so potentials and gradients agree
+    with the step loop's to rounding (spikes exactly, but for a potential within rounding of the
+    threshold). ``psi`` is evaluated in the backward pass,
     step by step from the saved potentials: inference pays nothing for it, and its temporaries stay
     [B, N] (full-size temporaries cost page faults on CPU). Unless the graph is kept for another
     backward pass, the input gradient is written over the saved potentials (step t's potential is read
@@ -273,7 +274,7 @@ class _LIFScan(torch.autograd.Function):
             else:
                 torch.mul(psi, steps_gz[t], out=gv)
             # gv += gv_next * dv[t+1]/dv[t]
-            if soft:  # one fused multiply-add, as the forward pass's leak
+            if soft:  # one kernel, as the forward pass's leak
                 gv.add_(gv_next, alpha=p.alpha)
             else:
                 tmp.copy_(steps_z[t]).neg_().add_(1.0).mul_(p.alpha).mul_(gv_next)  # (1 - z[t]) alpha gv[t+1]
