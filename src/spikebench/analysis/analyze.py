@@ -117,6 +117,36 @@ def _figure(rows: int, cols: int, width: float = 4.2, height: float = 3.4) -> tu
     return fig, np.asarray(fig.subplots(rows, cols, squeeze=False))
 
 
+LEGEND_RUNS = 10  # a plot of more runs than this colours them by rule, one legend entry per rule
+
+
+def _run_styles(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Line keywords per run (``RunInfo.to_dict`` form). Up to ``LEGEND_RUNS`` runs each get their own
+    colour and legend entry; more are drawn thin in the colour of their rule (plus " rec" when
+    recurrent) and labelled by it, so that :func:`_legend` has one entry per rule."""
+    if len(runs) <= LEGEND_RUNS:
+        return [{"marker": ".", "label": r["label"]} for r in runs]
+    from matplotlib import colormaps
+
+    groups = [r["rule"] + (" rec" if r["recurrent"] else "") for r in runs]
+    names = list(dict.fromkeys(groups))
+    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return [
+        {"color": cmap(names.index(g) % cmap.N), "linewidth": 0.8, "alpha": 0.7, "label": g} for g in groups
+    ]
+
+
+def _legend(fig: Any) -> None:
+    """One legend for the whole figure, outside the axes on the right, so that however many entries it
+    has it never squeezes the plots (entries from every axes, each label once)."""
+    entries: dict[str, Any] = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="outside right upper", fontsize=8)
+
+
 def _integer_ticks(ax: Any) -> None:
     from matplotlib.ticker import MaxNLocator
 
@@ -229,9 +259,10 @@ def _heatmap(values: list[list[float | None]], labels: list[str], layer: str, op
 
 def _cka_vs_reference(record: dict[str, Any], labels: list[str]) -> Any:
     layers, ref = record["layers"], record["reference"]
+    styles = _run_styles(record["runs"])
     fig, axes = _figure(1, max(len(layers), 1))
     for ax, layer in zip(axes[0], layers, strict=False):
-        for i, label in enumerate(labels):
+        for i, style in enumerate(styles):
             if i == ref:
                 continue
             points = sorted(
@@ -240,15 +271,14 @@ def _cka_vs_reference(record: dict[str, Any], labels: list[str]) -> Any:
                 if p["layer"] == layer and {p["a"], p["b"]} == {i, ref}
             )
             if points:
-                ax.plot(*zip(*points, strict=True), marker="o", label=label)
+                ax.plot(*zip(*points, strict=True), **style)
         ax.set_title(f"{layer}: CKA with {labels[ref]}")
         ax.set_xlabel("epoch")
         _integer_ticks(ax)
         ax.set_ylabel("CKA")
         ax.set_ylim(0.0, 1.05)
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+    _legend(fig)
     return fig
 
 
@@ -305,14 +335,15 @@ def analyze_alignment(run_dirs: list[Path], opts: AnalyzeOptions) -> AnalysisOut
 
 def _alignment_plot(runs: list[RunInfo], series: list[dict[str, Any]]) -> Any:
     layers = list(dict.fromkeys(name for s in series for name in s["layers"]))
+    styles = _run_styles([r.to_dict() for r in runs])
     fig, axes = _figure(2, len(layers))
     for col, layer in enumerate(layers):
-        for run, s in zip(runs, series, strict=True):
+        for style, s in zip(styles, series, strict=True):
             if layer not in s["layers"]:
                 continue
             for row, key in enumerate(("cosine", "norm_ratio")):
                 y = [_float_or_nan(v) for v in s["layers"][layer][key]]
-                axes[row, col].plot(s["step"], y, marker=".", label=run.label)
+                axes[row, col].plot(s["step"], y, **style)
         axes[0, col].set_title(f"{layer}")
         axes[0, col].set_ylabel("cosine with BPTT")
         axes[0, col].set_ylim(-1.05, 1.05)
@@ -321,7 +352,7 @@ def _alignment_plot(runs: list[RunInfo], series: list[dict[str, Any]]) -> Any:
         for row in range(2):
             axes[row, col].set_xlabel("training step (batches)")
             axes[row, col].grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
+    _legend(fig)
     return fig
 
 
@@ -368,34 +399,36 @@ def analyze_fisher(run_dirs: list[Path], opts: AnalyzeOptions) -> AnalysisOutput
 def _fisher_prefix_plot(runs: list[RunInfo], results: list[dict[str, Any]]) -> Any:
     layers = list(dict.fromkeys(k for r in results for k in r["final"]["prefix_layers"]))
     panels = ["total", *layers]
+    styles = _run_styles([r.to_dict() for r in runs])
     fig, axes = _figure(1, len(panels))
     for ax, panel in zip(axes[0], panels, strict=True):
-        for run, r in zip(runs, results, strict=True):
+        for style, r in zip(styles, results, strict=True):
             final = r["final"]
             y = final["prefix"] if panel == "total" else final["prefix_layers"].get(panel)
             if y:
-                ax.plot(range(1, len(y) + 1), y, marker=".", label=run.label)
+                ax.plot(range(1, len(y) + 1), y, **style)
         ax.set_title(f"Fisher trace, {panel}")
-        ax.set_xlabel("time prefix t (readout averaged over steps 1..t)")
+        ax.set_xlabel("time prefix t (readout over steps 1..t)")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
+    _legend(fig)
     return fig
 
 
 def _fisher_epochs_plot(runs: list[RunInfo], results: list[dict[str, Any]]) -> Any:
-    fig, axes = _figure(1, 1)
+    styles = _run_styles([r.to_dict() for r in runs])
+    fig, axes = _figure(1, 1, width=6.0)
     ax = axes[0, 0]
-    for run, r in zip(runs, results, strict=True):
+    for style, r in zip(styles, results, strict=True):
         if r["epochs"]:
             epochs, totals = [e["epoch"] for e in r["epochs"]], [e["total"] for e in r["epochs"]]
-            ax.plot(epochs, totals, marker="o", label=run.label)
+            ax.plot(epochs, totals, **style)
     ax.set_title("Fisher trace (all T steps) over training")
     ax.set_xlabel("epoch")
     _integer_ticks(ax)
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(fig)
     return fig
 
 
