@@ -4,8 +4,10 @@ the same run and seed (a benchmark, not a test).
 Runs ``spikebench.attacks.runner.run_attack`` (the attack alone, without the PGD reference) on the first
 ``--n`` test samples at L-inf ``--eps`` with ``--queries`` queries, in each of ``--precisions``, with one
 torch thread by default. Each invocation adds its entries (``--label``, precision) to ``--out``: wall and
-process CPU seconds of the attack, model calls, accuracy and the per-sample ``correct`` string. Entries of
-one precision whose ``correct`` strings differ between labels are printed as such.
+process CPU seconds of the attack, model calls, accuracy and the per-sample ``correct`` string, and the C
+heap setting and LIF forward recursion it ran with. Entries of one precision whose ``correct`` strings
+differ between labels are printed as such. The heap is set as the commands set it
+(:func:`spikebench.heap.keep_freed_memory`), where the code measured has that module.
 
     spikebench train --set data.limit_train=3000 --set train.epochs=1 --out RUN
     PYTHONPATH=src .venv/bin/python benchmarks/attack_throughput.py --run RUN --label new
@@ -49,6 +51,28 @@ def _attack(target, args: argparse.Namespace, options: AttackOptions) -> dict:
     return run_attack(target, request)
 
 
+def _setting() -> dict[str, str]:
+    """The commands' heap setting, applied as they apply it, and the forward recursion that runs (for
+    code that has them; older code ran with neither)."""
+    out = {
+        "heap": "system default (no spikebench.heap)",
+        "lif_forward": "PyTorch loop (no spikebench.dynamics.fused)",
+    }
+    try:
+        from spikebench import heap
+
+        out["heap"] = heap.keep_freed_memory()
+    except ImportError:
+        pass
+    try:
+        from spikebench.dynamics import fused
+
+        out["lif_forward"] = fused.describe()
+    except ImportError:
+        pass
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, help="a trained run directory")
@@ -63,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "attack_throughput.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    setting = _setting()
     out = Path(args.out)
     rec = json.loads(out.read_text()) if out.exists() else {"schema": 1, "entries": []}
     for precision in [p for p in args.precisions.split(",") if p]:
@@ -83,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             "eps": args.eps,
             "seed": args.seed,
             "threads": args.threads,
+            **setting,
             "attack_wall_s": r["seconds"],
             "total_wall_s": time.perf_counter() - t0,
             "total_cpu_s": time.process_time() - c0,

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch.utils.cpp_extension import get_default_build_root
 
 from spikebench.data.idx import write_idx
+
+# One build of the compiled LIF kernel (spikebench.dynamics.fused) for the whole session: its default
+# place follows XDG_CACHE_HOME, which fixtures point at temporary folders, so every command run in a
+# subprocess would compile it again.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", get_default_build_root())
 
 
 def make_fashion_like(folder: Path, n_train: int = 256, n_test: int = 128, seed: int = 0) -> Path:

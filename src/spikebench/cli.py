@@ -12,6 +12,7 @@ from typing import Any
 
 from spikebench import __version__, heap
 from spikebench.config import ConfigError, parse_override
+from spikebench.dynamics import fused
 from spikebench.plugins import GROUP, load_entry_points
 from spikebench.plugins import load as load_plugin
 from spikebench.precision import PRECISIONS
@@ -614,7 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
         "and measure what the rule changes.",
         epilog=f"Every command keeps freed memory in its heap for reuse (glibc; training without page "
         f"faults on its per-step buffers); {heap.ENV}=system in the environment keeps the C library's "
-        "defaults.",
+        "defaults. A LIF layer without recurrent weights runs its time steps in a compiled kernel, "
+        "built on first use with the C++ compiler (the same results as the PyTorch loop, which runs "
+        f"where it cannot be built); {fused.ENV}=off keeps the loop.",
     )
     parser.add_argument("--version", action="version", version=f"spikebench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")

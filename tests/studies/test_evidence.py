@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from spikebench import records
+from spikebench import heap, records
 from spikebench.cli import main
 from spikebench.config import Config
+from spikebench.dynamics import fused
 from spikebench.studies.budget import estimate, train_seconds
 from spikebench.studies.definitions import EVIDENCE_SEEDS, Mode, plan_study
 from spikebench.studies.jobs import AttackJob
@@ -150,6 +151,7 @@ def test_header_states_what_runs_used_and_methods_records_provenance(tmp_path, f
     )
     assert call["started"] <= call["finished"] and call["seconds"] >= 0
     assert call["hardware"]["cores"] >= 1 and call["versions"]["torch"]
+    assert call["heap"] == heap.describe() and call["lif_forward"] == fused.describe()
     md = (out / "report" / "report.md").read_text()
     header = md.split("## Verdicts")[0]
     assert "100 training and 40 test images" in header and "4,000" not in header

@@ -8,7 +8,7 @@ import torch
 
 from spikebench.cli import main
 from spikebench.config import ModelConfig
-from spikebench.dynamics import LIFParams, scan
+from spikebench.dynamics import LIFParams, fused, scan
 from spikebench.nn import Network
 from spikebench.perf import PerfOptions, TensorMemory, harness, measure_peak, peers, run_perf, training_flops
 from spikebench.perf.harness import memory_growth, time_calls
@@ -245,6 +245,8 @@ def test_tiny_run_end_to_end(monkeypatch):
             assert 0 < r[p]["calls"] <= budget and r[p]["calls_per_second"] > 0
     text = format_report(rec)
     assert "Open Neuromorphic protocol" in text and "bptt" in text
+    assert rec["environment"]["lif_forward"] == fused.describe()
+    assert f"LIF forward recursion: {fused.describe()}" in text
     assert "calls/s fp32" in text and "spsa" in text
     if "bf16_over_fp32" in rec["network_vs_snntorch"]:  # no snnTorch here: bptt against itself only
         assert "bptt in bf16 is" in text and "the snnTorch network in fp32" not in text

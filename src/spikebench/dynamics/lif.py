@@ -26,6 +26,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from spikebench.dynamics import fused
 from spikebench.dynamics.surrogate import FastSigmoid, Surrogate
 from spikebench.precision import LOW
 
@@ -118,14 +119,19 @@ def _advance(
     step at a time (no float32 copy of all steps); ``low``: the dtype of the recurrent product's
     operands and of the returned spikes (None: the currents' own; with ``low`` the recursion reads each
     step's spikes in the potentials' dtype from a [B, N] buffer). The arithmetic is the same in every
-    case.
+    case. Without recurrent weights and with the plain Heaviside spike, the compiled kernel of
+    :mod:`spikebench.dynamics.fused` runs the loop where it applies (the same operations, bit for bit).
     """
+    plain = _plain_heaviside(p.surrogate)
+    if rec is None and plain:
+        done = fused.advance(currents, v0, z0, low, vs, p.alpha, p.theta, p.reset == "soft")
+        if done is not None:
+            return done
     dtype = torch.float32 if currents.dtype in LOW else currents.dtype
     like = {"dtype": dtype, "device": currents.device}
     rec_low = None if rec is None or low is None else rec.t().to(low)
     zs = torch.empty(currents.shape, dtype=low or dtype, device=currents.device)
     soft = p.reset == "soft"
-    plain = _plain_heaviside(p.surrogate)
     keep = None if soft else torch.empty(currents.shape[1:], **like)  # 1 - z[t-1]
     turns = None if vs is not None else (torch.empty(v0.shape, **like), torch.empty(v0.shape, **like))
     spike_turns = (

@@ -50,6 +50,7 @@ import spikebench
 from spikebench import components, heap
 from spikebench.attacks import ATTACKS, AttackOptions, Classifier, ExactGradient, Target, ThreatModel
 from spikebench.config import Config, ConfigError, DataConfig, ModelConfig, RuleConfig, TrainConfig
+from spikebench.dynamics import fused
 from spikebench.dynamics.lif import LIFParams
 from spikebench.nn.network import Network
 from spikebench.perf.peers import PEERS, PeerError, SnnTorchMLP, peer_info, protocol_layer
@@ -654,6 +655,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "heap": heap.describe(),
+        "lif_forward": fused.describe(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     if device.type == "cuda":

@@ -58,6 +58,8 @@ def format_report(rec: dict[str, Any]) -> str:
     ]
     if env.get("heap"):
         lines.append(f"C heap: {env['heap']}")
+    if env.get("lif_forward"):
+        lines.append(f"LIF forward recursion: {env['lif_forward']}")
     load = env.get("load_average")
     if load:
         end = env.get("load_average_end") or load

@@ -326,9 +326,11 @@ def execute_plan(
                 lock=False,
                 argv=argv,
             )
+    from spikebench.dynamics import fused
     from spikebench.provenance import invocation
 
-    prepare_study_dir(study_dir, plan, invocation(argv))
+    # how this machine computes the LIF recursion (the same results either way, other speeds)
+    prepare_study_dir(study_dir, plan, {**invocation(argv), "lif_forward": fused.describe()})
     devices = tuple(sorted({cfg.train.device for cfg in plan.runs.values()}))
     executor = make_executor(engine, workers, address, devices)
     labels = {job.id: job_label(job, plan.runs) for job in plan.all_jobs()}
