@@ -168,6 +168,14 @@ def test_a_lock_left_by_a_killed_build_does_not_hang_the_next(tmp_path):
     assert not (build / "lock").exists()
 
 
+def test_builds_are_kept_apart_by_python_torch_and_cpu(monkeypatch, tmp_path):
+    here = fused.build_directory(tmp_path)
+    assert here == fused.build_directory(tmp_path) and here.parent == tmp_path
+    assert f"torch{torch.__version__.replace('+', '_')}" in here.name
+    monkeypatch.setattr(fused.platform, "machine", lambda: "another-cpu")
+    assert fused.build_directory(tmp_path) != here
+
+
 def test_off_in_the_environment_keeps_the_loop(monkeypatch):
     monkeypatch.setenv(fused.ENV, "off")
     assert not fused.enabled()

@@ -11,8 +11,8 @@ step's currents to float32 and of its spikes back to bf16, for which it reads an
 state once per block of steps instead.
 
 The kernel is compiled from ``lif_kernel.cpp`` the first time a process needs it, with
-``torch.utils.cpp_extension`` (a C++ compiler and ninja; once per machine, Python and torch version
-and source, cached in a folder of torch's extensions directory, ``TORCH_EXTENSIONS_DIR``), and
+``torch.utils.cpp_extension`` (a C++ compiler and ninja; once per kind of CPU, Python and torch
+version and source, cached in a folder of torch's extensions directory, ``TORCH_EXTENSIONS_DIR``), and
 registered as the torch operator ``spikebench::lif_forward``. Processes take turns at the build under
 an OS file lock, which a killed process releases, and remove the lock file torch's builder leaves
 behind when it is killed (torch would otherwise wait for it forever). Where it cannot be built, one
@@ -23,8 +23,10 @@ the environment keeps the PyTorch loop.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -75,11 +77,24 @@ def _load() -> str | None:
     return None
 
 
+def _cpu_tag() -> str:
+    """A short digest of the CPU's instruction-set flags: the build targets the CPU it runs on
+    (``-march=native``), so machines sharing a home folder but not a CPU get builds of their own."""
+    try:
+        flags = next(
+            (line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), ""
+        )
+    except OSError:
+        flags = ""
+    return hashlib.sha256((platform.machine() + flags).encode()).hexdigest()[:10]
+
+
 def build_directory(root: str | Path) -> Path:
     """Where the kernel is built under the extensions directory ``root``: one folder per Python and
-    torch version (a build is only valid for the torch it was compiled against)."""
+    torch version (a build is only valid for the torch it was compiled against) and kind of CPU."""
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
-    return Path(root) / f"spikebench_lif_{py}_torch{torch.__version__.replace('+', '_')}"
+    torch_version = torch.__version__.replace("+", "_")
+    return Path(root) / f"spikebench_lif_{py}_torch{torch_version}_cpu{_cpu_tag()}"
 
 
 def describe() -> str:
