@@ -7,8 +7,8 @@ broadcast over T), the plain Heaviside spike ``z = 1[v >= theta]``, no recurrent
 potentials are the same bit for bit (``tests/unit/test_fused.py`` checks every case against the
 PyTorch loop), and gradients, trained weights and attack results do not depend on which ran. What it
 removes is the loop's cost: a few kernel launches per time step, and under bf16 a conversion of every
-step's currents to float32 and of its spikes back to bf16, for which it reads and writes each neuron's
-state once per block of steps instead.
+step's currents to float32 and of its spikes back to bf16. Instead, each block of neurons goes through
+all T steps while its state stays in cache, and bf16 values are widened and written by bit shifts.
 
 The kernel is compiled from ``lif_kernel.cpp`` the first time a process needs it, with
 ``torch.utils.cpp_extension`` (a C++ compiler and ninja; once per kind of CPU, Python and torch
